@@ -1,0 +1,525 @@
+//! An [`embedded_nal::TcpClientStack`] over `std::net`, and a `poll(2)` wait for readability.
+//!
+//! Why not `std-embedded-nal`: its `connect` is a plain blocking `TcpStream::connect`, which can
+//! hang for minutes (the kernel's SYN retries) when the broker's address blackholes packets, and
+//! it cannot set `TCP_NODELAY`, so a lone small PUBLISH waits for Nagle's algorithm and the
+//! previous segment's ACK. Here `connect` is bounded by [`StdStack::new`]'s timeout and every
+//! connected socket has `TCP_NODELAY` on and is non-blocking.
+//!
+//! The socket exposes its file descriptor ([`StdSocket::as_fd`]) so that [`wait_readable`] can
+//! block in `poll(2)` until the broker sends something or the caller's next deadline comes, which
+//! is how the pod sleeps between publishes without busy polling.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind};
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+/// A TCP client stack on std sockets with a bounded connect and `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy)]
+pub struct StdStack {
+    connect_timeout: Duration,
+}
+
+impl StdStack {
+    /// A stack whose `connect` gives up after `connect_timeout` (which must not be zero: std
+    /// refuses a zero connect timeout, so every connect would fail).
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self { connect_timeout }
+    }
+}
+
+impl Default for StdStack {
+    /// A 5 s connect timeout.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+/// A TCP socket of [`StdStack`]: not connected until [`TcpClientStack::connect`] succeeds.
+#[derive(Debug)]
+pub struct StdSocket {
+    stream: Option<TcpStream>,
+    // Kept so send/receive errors can name the broker even after the connection is gone.
+    peer: Option<SocketAddr>,
+}
+
+impl StdSocket {
+    /// The connected stream's file descriptor, for `poll(2)`; `None` when not connected.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.stream.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Whether `connect` succeeded and the socket has not been closed since.
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    #[cfg(test)]
+    fn stream(&self) -> Option<&TcpStream> {
+        self.stream.as_ref()
+    }
+}
+
+/// A failed socket operation: which one, with which peer, and the OS error.
+#[derive(Debug)]
+pub struct StdError {
+    op: &'static str,
+    peer: Option<SocketAddr>,
+    source: io::Error,
+}
+
+impl StdError {
+    fn new(op: &'static str, peer: Option<SocketAddr>, source: io::Error) -> Self {
+        Self { op, peer, source }
+    }
+
+    fn not_connected(op: &'static str) -> Self {
+        Self::new(
+            op,
+            None,
+            io::Error::new(io::ErrorKind::NotConnected, "socket is not connected"),
+        )
+    }
+
+    /// The operation that failed: `"connect"`, `"send"`, `"receive"`, `"socket"` or `"close"`.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// The remote address, when the socket had one.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The kind of the underlying OS error.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+impl fmt::Display for StdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let preposition = match self.op {
+            "connect" | "send" => " to",
+            "receive" => " from",
+            _ => " with",
+        };
+        match self.peer {
+            Some(peer) => write!(f, "{}{preposition} {peer}: {}", self.op, self.source),
+            None => write!(f, "{}: {}", self.op, self.source),
+        }
+    }
+}
+
+impl std::error::Error for StdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl TcpError for StdError {
+    fn kind(&self) -> TcpErrorKind {
+        match self.source.kind() {
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::UnexpectedEof => TcpErrorKind::PipeClosed,
+            _ => TcpErrorKind::Other,
+        }
+    }
+}
+
+/// Maps a non-blocking I/O error; `Interrupted` is retried by the caller's next poll like any
+/// other "not now".
+fn nb_error(op: &'static str, peer: Option<SocketAddr>, e: io::Error) -> nb::Error<StdError> {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => nb::Error::WouldBlock,
+        _ => nb::Error::Other(StdError::new(op, peer, e)),
+    }
+}
+
+impl TcpClientStack for StdStack {
+    type TcpSocket = StdSocket;
+    type Error = StdError;
+
+    fn socket(&mut self) -> Result<StdSocket, StdError> {
+        // The OS socket is made by connect: std cannot create an unconnected TcpStream.
+        Ok(StdSocket {
+            stream: None,
+            peer: None,
+        })
+    }
+
+    fn connect(&mut self, socket: &mut StdSocket, remote: SocketAddr) -> nb::Result<(), StdError> {
+        if socket.stream.is_some() {
+            return Ok(());
+        }
+        let fail = |e| nb::Error::Other(StdError::new("connect", Some(remote), e));
+        let stream = TcpStream::connect_timeout(&remote, self.connect_timeout).map_err(fail)?;
+        // One PUBLISH per write: it must leave now, not when the previous segment is acked.
+        stream.set_nodelay(true).map_err(fail)?;
+        stream.set_nonblocking(true).map_err(fail)?;
+        socket.stream = Some(stream);
+        socket.peer = Some(remote);
+        Ok(())
+    }
+
+    fn send(&mut self, socket: &mut StdSocket, buffer: &[u8]) -> nb::Result<usize, StdError> {
+        let peer = socket.peer;
+        let stream = socket
+            .stream
+            .as_mut()
+            .ok_or(nb::Error::Other(StdError::not_connected("send")))?;
+        stream.write(buffer).map_err(|e| nb_error("send", peer, e))
+    }
+
+    fn receive(
+        &mut self,
+        socket: &mut StdSocket,
+        buffer: &mut [u8],
+    ) -> nb::Result<usize, StdError> {
+        let peer = socket.peer;
+        let stream = socket
+            .stream
+            .as_mut()
+            .ok_or(nb::Error::Other(StdError::not_connected("receive")))?;
+        // Ok(0) on a non-empty buffer is EOF; it is passed on as is, the core decides.
+        stream
+            .read(buffer)
+            .map_err(|e| nb_error("receive", peer, e))
+    }
+
+    fn close(&mut self, socket: StdSocket) -> Result<(), StdError> {
+        let Some(stream) = socket.stream else {
+            return Ok(());
+        };
+        // Shutdown sends FIN even if another handle to the fd were alive; after a reset the
+        // connection is already gone, which is what close wants anyway.
+        match stream.shutdown(Shutdown::Both) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                Err(StdError::new("close", socket.peer, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `poll(2)` takes milliseconds in a C int on some platforms; round up so a sub-millisecond wait
+/// does not become a zero-timeout busy loop.
+fn poll_timeout(timeout: Duration) -> Timespec {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    let ms = i64::try_from(ms)
+        .unwrap_or(i64::MAX)
+        .min(i64::from(i32::MAX));
+    Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    }
+}
+
+/// Blocks until `socket` is readable (data, EOF or an error is pending) or `timeout` passes.
+///
+/// Returns `Ok(true)` when a `receive` would not block. With no connected socket it only sleeps
+/// for `timeout` and returns `Ok(false)`. A signal ends the wait early with `Ok(false)`, so the
+/// caller's loop sees a SIGTERM flag promptly. Timeouts longer than `i32::MAX` ms are clamped.
+pub fn wait_readable(socket: Option<&StdSocket>, timeout: Duration) -> io::Result<bool> {
+    let timeout = poll_timeout(timeout);
+    let mut one;
+    // With no fd, poll is still the sleep: unlike thread::sleep it is not restarted after a
+    // signal handler runs, so SIGTERM wakes the loop.
+    let fds: &mut [PollFd<'_>] = match socket.and_then(StdSocket::as_fd) {
+        Some(fd) => {
+            one = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+            &mut one
+        }
+        None => &mut [],
+    };
+    match rustix::event::poll(fds, Some(&timeout)) {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(fds.first().is_some_and(|fd| {
+            fd.revents()
+                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+        })),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::time::Instant;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn listener() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        (listener, addr)
+    }
+
+    /// A connected client socket and the server side of the same connection.
+    fn connected() -> (StdStack, StdSocket, TcpStream) {
+        let (listener, addr) = listener();
+        let mut stack = StdStack::default();
+        let mut socket = stack.socket().expect("socket");
+        stack.connect(&mut socket, addr).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (stack, socket, server)
+    }
+
+    fn err<T: fmt::Debug>(result: nb::Result<T, StdError>) -> StdError {
+        match result {
+            Err(nb::Error::Other(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Receives exactly `n` bytes, waiting with poll in between.
+    fn receive_exactly(stack: &mut StdStack, socket: &mut StdSocket, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        let mut filled = 0;
+        while filled < n {
+            assert!(wait_readable(Some(socket), PATIENCE).expect("poll"));
+            match stack.receive(socket, &mut got[filled..]) {
+                Ok(0) => panic!("EOF after {filled} of {n} bytes"),
+                Ok(k) => filled += k,
+                Err(nb::Error::WouldBlock) => {}
+                Err(nb::Error::Other(e)) => panic!("receive: {e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn connect_sets_nodelay_and_nonblocking() {
+        let (mut stack, mut socket, _server) = connected();
+        assert!(socket.is_connected());
+        assert!(socket.as_fd().is_some());
+        let stream = socket.stream().expect("connected");
+        assert!(stream.nodelay().expect("nodelay"));
+        let mut buf = [0; 8];
+        assert!(matches!(
+            stack.receive(&mut socket, &mut buf),
+            Err(nb::Error::WouldBlock)
+        ));
+    }
+
+    #[test]
+    fn new_socket_is_not_connected() {
+        let mut stack = StdStack::new(Duration::from_secs(1));
+        let socket = stack.socket().expect("socket");
+        assert!(!socket.is_connected());
+        assert!(socket.as_fd().is_none());
+    }
+
+    #[test]
+    fn connecting_a_connected_socket_is_ok() {
+        let (mut stack, mut socket, server) = connected();
+        let other = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        assert!(stack.connect(&mut socket, other).is_ok());
+        assert_eq!(socket.peer, Some(server.local_addr().expect("addr")));
+    }
+
+    #[test]
+    fn bytes_flow_both_ways() {
+        let (mut stack, mut socket, mut server) = connected();
+
+        let connect = [0x10, 0x02, 0x00, 0x00];
+        let mut sent = 0;
+        while sent < connect.len() {
+            match stack.send(&mut socket, &connect[sent..]) {
+                Ok(n) => sent += n,
+                Err(nb::Error::WouldBlock) => {}
+                Err(nb::Error::Other(e)) => panic!("send: {e}"),
+            }
+        }
+        let mut at_server = [0; 4];
+        server.read_exact(&mut at_server).expect("server read");
+        assert_eq!(at_server, connect);
+
+        let connack = [0x20, 0x03, 0x00, 0x00, 0x00];
+        server.write_all(&connack).expect("server write");
+        assert_eq!(receive_exactly(&mut stack, &mut socket, 5), connack);
+    }
+
+    #[test]
+    fn eof_is_passed_through_as_zero_bytes() {
+        let (mut stack, mut socket, server) = connected();
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let mut buf = [0; 16];
+        assert!(matches!(stack.receive(&mut socket, &mut buf), Ok(0)));
+    }
+
+    #[test]
+    fn peer_reset_is_a_closed_pipe() {
+        let (mut stack, mut socket, server) = connected();
+        // SO_LINGER 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        let server_addr = server.local_addr().expect("addr");
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let e = err(stack.receive(&mut socket, &mut [0; 16]));
+        assert_eq!(e.io_kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(e.kind(), TcpErrorKind::PipeClosed);
+        assert_eq!(e.op(), "receive");
+        assert_eq!(e.peer(), Some(server_addr));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("receive from {server_addr}: ")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_after_peer_reset_is_a_closed_pipe() {
+        let (mut stack, mut socket, server) = connected();
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let e = err(stack.send(&mut socket, b"\xe0\x00"));
+        assert_eq!(e.kind(), TcpErrorKind::PipeClosed, "{e}");
+        assert_eq!(e.op(), "send");
+    }
+
+    #[test]
+    fn refused_connect_names_the_address() {
+        let (listener, addr) = listener();
+        drop(listener);
+        let mut stack = StdStack::default();
+        let mut socket = stack.socket().expect("socket");
+        let e = err(stack.connect(&mut socket, addr));
+        assert_eq!(e.io_kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(e.kind(), TcpErrorKind::Other);
+        assert_eq!(e.op(), "connect");
+        assert_eq!(e.peer(), Some(addr));
+        assert!(
+            e.to_string().starts_with(&format!("connect to {addr}: ")),
+            "{e}"
+        );
+        assert!(!socket.is_connected());
+    }
+
+    #[test]
+    fn never_connected_socket_cannot_send_or_receive() {
+        let mut stack = StdStack::default();
+        let mut socket = stack.socket().expect("socket");
+
+        let e = err(stack.send(&mut socket, b"x"));
+        assert_eq!(e.io_kind(), io::ErrorKind::NotConnected);
+        assert_eq!(e.kind(), TcpErrorKind::PipeClosed);
+        assert_eq!(e.to_string(), "send: socket is not connected");
+
+        let e = err(stack.receive(&mut socket, &mut [0; 4]));
+        assert_eq!(e.io_kind(), io::ErrorKind::NotConnected);
+        assert_eq!(e.to_string(), "receive: socket is not connected");
+    }
+
+    #[test]
+    fn close_sends_fin_to_the_peer() {
+        let (mut stack, socket, mut server) = connected();
+        stack.close(socket).expect("close");
+        let mut buf = [0; 4];
+        assert_eq!(server.read(&mut buf).expect("server read"), 0);
+    }
+
+    #[test]
+    fn close_after_reset_or_without_connect_is_ok() {
+        let mut stack = StdStack::default();
+        let socket = stack.socket().expect("socket");
+        stack.close(socket).expect("close unconnected");
+
+        let (mut stack, mut socket, server) = connected();
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let _ = stack.receive(&mut socket, &mut [0; 4]);
+        stack.close(socket).expect("close after reset");
+    }
+
+    #[test]
+    fn wait_readable_times_out_then_sees_data() {
+        let (mut stack, mut socket, mut server) = connected();
+
+        let start = Instant::now();
+        assert!(!wait_readable(Some(&socket), Duration::from_millis(30)).expect("poll"));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+
+        server.write_all(&[0xd0, 0x00]).expect("server write"); // PINGRESP
+        let start = Instant::now();
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        assert!(start.elapsed() < PATIENCE);
+        assert_eq!(receive_exactly(&mut stack, &mut socket, 2), [0xd0, 0x00]);
+    }
+
+    #[test]
+    fn wait_readable_without_a_connection_sleeps_for_the_timeout() {
+        let mut stack = StdStack::default();
+        let unconnected = stack.socket().expect("socket");
+        for socket in [None, Some(&unconnected)] {
+            let start = Instant::now();
+            assert!(!wait_readable(socket, Duration::from_millis(20)).expect("poll"));
+            assert!(start.elapsed() >= Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn poll_timeout_rounds_up_and_clamps_to_i32_milliseconds() {
+        let ts = |t: Timespec| (t.tv_sec, t.tv_nsec);
+        assert_eq!(ts(poll_timeout(Duration::ZERO)), (0, 0));
+        assert_eq!(ts(poll_timeout(Duration::from_nanos(1))), (0, 1_000_000));
+        assert_eq!(
+            ts(poll_timeout(Duration::from_millis(1500))),
+            (1, 500_000_000)
+        );
+        assert_eq!(
+            ts(poll_timeout(Duration::MAX)),
+            (2_147_483, 647_000_000) // i32::MAX ms
+        );
+    }
+
+    #[test]
+    fn display_names_op_peer_and_os_error() {
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
+        let e = StdError::new("connect", Some(peer), io::Error::from_raw_os_error(111));
+        assert_eq!(
+            e.to_string(),
+            "connect to 127.0.0.1:1883: Connection refused (os error 111)"
+        );
+        let source = std::error::Error::source(&e).expect("source");
+        assert_eq!(source.to_string(), "Connection refused (os error 111)");
+    }
+
+    #[test]
+    fn closed_pipe_kinds() {
+        use io::ErrorKind as K;
+        for (io_kind, expected) in [
+            (K::BrokenPipe, TcpErrorKind::PipeClosed),
+            (K::ConnectionReset, TcpErrorKind::PipeClosed),
+            (K::ConnectionAborted, TcpErrorKind::PipeClosed),
+            (K::NotConnected, TcpErrorKind::PipeClosed),
+            (K::UnexpectedEof, TcpErrorKind::PipeClosed),
+            (K::ConnectionRefused, TcpErrorKind::Other),
+            (K::TimedOut, TcpErrorKind::Other),
+            (K::PermissionDenied, TcpErrorKind::Other),
+            (K::Other, TcpErrorKind::Other),
+        ] {
+            let e = StdError::new("send", None, io::Error::from(io_kind));
+            assert_eq!(e.kind(), expected, "{io_kind:?}");
+        }
+    }
+}
