@@ -40,6 +40,24 @@ pub enum Violation {
     },
 }
 
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Violation::Malformed(m) => write!(f, "malformed packet ({m:?})"),
+            Violation::UnexpectedPacket(b) => write!(f, "unexpected packet type {}", b >> 4),
+            Violation::BeforeConnAck(b) => write!(f, "packet type {} before CONNACK", b >> 4),
+            Violation::UnexpectedPubAck {
+                packet_id,
+                expected: Some(e),
+            } => write!(f, "PUBACK for packet {packet_id}, oldest in flight is {e}"),
+            Violation::UnexpectedPubAck {
+                packet_id,
+                expected: None,
+            } => write!(f, "PUBACK for packet {packet_id} with nothing in flight"),
+        }
+    }
+}
+
 /// Why the guard considers a connection over.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LinkEnd {

@@ -29,6 +29,8 @@ mod mock;
 mod tests;
 
 pub use backoff::BackoffConfig;
+pub use embedded_nal;
+pub use embedded_time;
 pub use guard::{LinkEnd, Violation};
 pub use publisher::{
     Config, ConfigError, End, Event, Progress, Publisher, Qos, Session, SessionError, Status,

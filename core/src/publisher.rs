@@ -199,6 +199,28 @@ impl End {
     }
 }
 
+impl core::fmt::Display for End {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let name = frame::reason_name;
+        match *self {
+            End::Completed => f.write_str("all messages published"),
+            End::Stopped => f.write_str("stopped on request"),
+            End::Rotation => f.write_str("token rotation"),
+            End::TokenRejected(r) => write!(f, "token rejected: CONNACK 0x{r:02x} {}", name(r)),
+            End::Refused(r) => write!(f, "connection refused: CONNACK 0x{r:02x} {}", name(r)),
+            End::PeerClosed => f.write_str("broker closed the connection"),
+            End::ServerDisconnect(r) => {
+                write!(f, "broker sent DISCONNECT 0x{r:02x} {}", name(r))
+            }
+            End::Violation(v) => write!(f, "broker broke the protocol: {v}"),
+            End::ConnectTimeout => f.write_str("no CONNACK within the connect timeout"),
+            End::LinkLost => f.write_str("link lost: keepalive ping unanswered"),
+            End::Network(kind) => write!(f, "network error ({kind:?})"),
+            End::Engine(what) => write!(f, "MQTT engine error: {what}"),
+        }
+    }
+}
+
 /// What the core tells its adapter; the adapter decides what to log or count.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event {
@@ -387,6 +409,13 @@ where
     pub fn is_finished(&self) -> bool {
         self.target()
             .is_some_and(|end| self.progress.acked_next >= end)
+    }
+
+    /// Records a failed attempt that never reached the network (e.g. the token could not be
+    /// read) and returns the backoff delay before the next one.
+    pub fn note_failure(&mut self) -> u64 {
+        let now = self.mono.now_ms();
+        self.backoff.fail(now)
     }
 
     /// The user's stack, between sessions.

@@ -14,8 +14,10 @@
 
 pub mod clock;
 pub mod net;
+pub mod run;
 pub mod token;
 
 pub use clock::StdClock;
-pub use net::{wait_readable, StdError, StdSocket, StdStack};
+pub use net::{wait_readable, wait_socket, StdError, StdSocket, StdStack, Waitable};
+pub use run::{run, Note, Outcome, RunError};
 pub use token::{Token, TokenError, TokenFile};

@@ -223,19 +223,32 @@ fn poll_timeout(timeout: Duration) -> Timespec {
     }
 }
 
-/// Blocks until `socket` is readable (data, EOF or an error is pending) or `timeout` passes.
+/// Blocks until `socket` is readable (data, EOF or an error is pending), or also writable when
+/// `writable` is set (a write is pending), or `timeout` passes.
 ///
-/// Returns `Ok(true)` when a `receive` would not block. With no connected socket it only sleeps
-/// for `timeout` and returns `Ok(false)`. A signal ends the wait early with `Ok(false)`, so the
+/// Returns `Ok(true)` when the socket is ready. With no connected socket it only sleeps for
+/// `timeout` and returns `Ok(false)`. A signal ends the wait early with `Ok(false)`, so the
 /// caller's loop sees a SIGTERM flag promptly. Timeouts longer than `i32::MAX` ms are clamped.
-pub fn wait_readable(socket: Option<&StdSocket>, timeout: Duration) -> io::Result<bool> {
+pub fn wait_socket<W: Waitable>(
+    socket: Option<&W>,
+    timeout: Duration,
+    writable: bool,
+) -> io::Result<bool> {
+    if socket.is_some_and(|s| s.has_buffered_input()) {
+        return Ok(true);
+    }
     let timeout = poll_timeout(timeout);
     let mut one;
+    let interest = if writable {
+        PollFlags::IN | PollFlags::OUT
+    } else {
+        PollFlags::IN
+    };
     // With no fd, poll is still the sleep: unlike thread::sleep it is not restarted after a
     // signal handler runs, so SIGTERM wakes the loop.
-    let fds: &mut [PollFd<'_>] = match socket.and_then(StdSocket::as_fd) {
+    let fds: &mut [PollFd<'_>] = match socket.and_then(W::fd) {
         Some(fd) => {
-            one = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+            one = [PollFd::from_borrowed_fd(fd, interest)];
             &mut one
         }
         None => &mut [],
@@ -244,11 +257,34 @@ pub fn wait_readable(socket: Option<&StdSocket>, timeout: Duration) -> io::Resul
         Ok(0) => Ok(false),
         Ok(_) => Ok(fds.first().is_some_and(|fd| {
             fd.revents()
-                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+                .intersects(interest | PollFlags::HUP | PollFlags::ERR)
         })),
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A socket the driver can sleep on.
+pub trait Waitable {
+    /// The file descriptor to poll, if connected.
+    fn fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Whether input is already buffered in user space (e.g. decrypted TLS records), so a
+    /// `receive` would not block even though the descriptor is not readable.
+    fn has_buffered_input(&self) -> bool {
+        false
+    }
+}
+
+impl Waitable for StdSocket {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.as_fd()
+    }
+}
+
+/// [`wait_socket`] for readability only.
+pub fn wait_readable(socket: Option<&StdSocket>, timeout: Duration) -> io::Result<bool> {
+    wait_socket(socket, timeout, false)
 }
 
 #[cfg(test)]

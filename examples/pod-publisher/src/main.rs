@@ -1,0 +1,367 @@
+//! `pod-publisher`: the Kubernetes pod program. Logs in to an MQTT v5 broker as `$sat` with the
+//! pod's projected service-account token and publishes `samplepayload<N>` to `sampletopic`,
+//! re-reading the token before every connection.
+
+mod logger;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use log::{debug, error, info, trace, warn};
+use satmqtt::embedded_nal::TcpClientStack;
+use satmqtt::{BackoffConfig, Config, End, Event, Progress, Publisher, Qos};
+use satmqtt_std::{wait_readable, Note, Outcome, StdClock, StdStack, TokenFile, Waitable};
+
+/// Exit code for a configuration or token problem found at start-up.
+const EXIT_CONFIG: u8 = 2;
+
+/// Publishes `<prefix><N>` over MQTT v5 as `$sat` with a Kubernetes service-account token.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Broker host name or IP address.
+    #[arg(long, env = "SATMQTT_HOST", default_value = "localhost")]
+    host: String,
+    /// Broker TCP port.
+    #[arg(long, env = "SATMQTT_PORT", default_value_t = 1883)]
+    port: u16,
+    /// MQTT client id [default: $POD_NAME, then $HOSTNAME, then "sampleid"].
+    #[arg(long, env = "SATMQTT_CLIENT_ID")]
+    client_id: Option<String>,
+    /// Topic to publish to.
+    #[arg(long, env = "SATMQTT_TOPIC", default_value = "sampletopic")]
+    topic: String,
+    /// Payload prefix; the counter follows in decimal.
+    #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
+    payload_prefix: String,
+    /// Service-account token file (the projected volume path), re-read before every connect.
+    #[arg(
+        long,
+        env = "SATMQTT_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/mqtt-client-token"
+    )]
+    token_file: std::path::PathBuf,
+    /// QoS of every publish: 0 or 1.
+    #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Milliseconds between publishes; 0 = as fast as the connection allows.
+    #[arg(long, env = "SATMQTT_INTERVAL_MS", default_value_t = 1000)]
+    interval_ms: u64,
+    /// Messages to publish, then disconnect and exit 0; 0 = forever.
+    #[arg(long, env = "SATMQTT_COUNT", default_value_t = 0)]
+    count: u64,
+    /// First counter value.
+    #[arg(long, env = "SATMQTT_START", default_value_t = 0)]
+    start: u64,
+    /// MQTT keepalive in seconds.
+    #[arg(long, env = "SATMQTT_KEEPALIVE_S", default_value_t = 60)]
+    keepalive_s: u16,
+    /// Longest wait for TCP connect plus CONNACK, in milliseconds.
+    #[arg(long, env = "SATMQTT_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    connect_timeout_ms: u64,
+    /// Longest wait for QoS 1 acknowledgements when stopping, in milliseconds.
+    #[arg(long, env = "SATMQTT_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
+    drain_timeout_ms: u64,
+    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
+    #[arg(long, env = "SATMQTT_BACKOFF_FLOOR_MS", default_value_t = 100)]
+    backoff_floor_ms: u64,
+    /// Longest reconnect delay in milliseconds.
+    #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
+    backoff_cap_ms: u64,
+    /// Seconds between rate summaries at info level; 0 = none.
+    #[arg(long, env = "SATMQTT_STATS_INTERVAL_S", default_value_t = 30)]
+    stats_interval_s: u64,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "SATMQTT_LOG", default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+impl Args {
+    fn client_id(&self) -> String {
+        self.client_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "sampleid".to_owned())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let client_id = args.client_id();
+    logger::init(args.log_level, &client_id);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            error!("cannot install the handler for signal {signal}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+
+    // A missing or invalid token at start-up is a deployment error: say so and exit.
+    let tokens = TokenFile::new(&args.token_file);
+    let first = match tokens.load() {
+        Ok(token) => token,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let token_len = first.len();
+    drop(first);
+
+    let Some(broker) = resolve(&args.host, args.port, &stop) else {
+        info!("stopped before the broker address was known");
+        return ExitCode::SUCCESS;
+    };
+    let mut config = Config::new(broker);
+    config.client_id = &client_id;
+    config.topic = &args.topic;
+    config.payload_prefix = &args.payload_prefix;
+    config.qos = if args.qos == 0 {
+        Qos::AtMostOnce
+    } else {
+        Qos::AtLeastOnce
+    };
+    config.interval_ms = args.interval_ms;
+    config.start = args.start;
+    config.count = args.count;
+    config.keepalive_s = args.keepalive_s;
+    config.connect_timeout_ms = args.connect_timeout_ms;
+    config.drain_timeout_ms = args.drain_timeout_ms;
+    config.backoff = BackoffConfig {
+        floor_ms: args.backoff_floor_ms,
+        cap_ms: args.backoff_cap_ms,
+        ..BackoffConfig::default()
+    };
+
+    let stack = StdStack::new(Duration::from_millis(args.connect_timeout_ms));
+    drive(stack, config, &args, &tokens, token_len, &stop)
+}
+
+/// Runs the publisher on `stack` (plain TCP, or TLS) until done or stopped.
+fn drive<S>(
+    stack: S,
+    config: Config<'_>,
+    args: &Args,
+    tokens: &TokenFile,
+    token_len: usize,
+    stop: &AtomicBool,
+) -> ExitCode
+where
+    S: TcpClientStack,
+    S::TcpSocket: Waitable,
+{
+    let broker = config.broker;
+    let mut publisher = match Publisher::new(stack, StdClock::new(), config, seed(config.client_id))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            error!("invalid configuration: {e:?}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    info!(
+        "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
+         token file {path} ({token_len} bytes)",
+        prefix = args.payload_prefix,
+        topic = args.topic,
+        qos = args.qos,
+        interval = args.interval_ms,
+        count = if args.count == 0 {
+            "forever".to_owned()
+        } else {
+            format!("{} messages from {}", args.count, args.start)
+        },
+        path = args.token_file.display(),
+    );
+
+    let mut report = Report::new(args, broker);
+    let outcome = satmqtt_std::run(&mut publisher, tokens, stop, |note| report.note(note));
+    match outcome {
+        Ok(Outcome::Finished(p)) => {
+            info!("finished: {}", summary(&p));
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Stopped(p)) => {
+            info!("stopped by signal: {}", summary(&p));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn summary(p: &Progress) -> String {
+    format!(
+        "sent {}, acknowledged {}, duplicates {}, rejected {}, next {}",
+        p.sent, p.acked, p.duplicates, p.rejected, p.next
+    )
+}
+
+/// Resolves the broker, retrying with a growing delay (cluster DNS may lag pod start-up).
+fn resolve(host: &str, port: u16, stop: &AtomicBool) -> Option<SocketAddr> {
+    let mut delay = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        match (host, port).to_socket_addrs() {
+            Ok(addrs) => {
+                let addrs: Vec<_> = addrs.collect();
+                if let Some(a) = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) {
+                    return Some(*a);
+                }
+                warn!("broker host {host} has no address; retrying in {delay:?}");
+            }
+            Err(e) => warn!("cannot resolve broker host {host}: {e}; retrying in {delay:?}"),
+        }
+        // Interruptible by SIGTERM.
+        let _ = wait_readable(None, delay);
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    None
+}
+
+/// Jitter seed that differs between replicas and restarts.
+fn seed(client_id: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    client_id
+        .bytes()
+        .fold(now ^ u64::from(std::process::id()), |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+}
+
+/// Turns the driver's notes into log lines and the periodic rate summary.
+struct Report {
+    broker: SocketAddr,
+    token_path: String,
+    stats_every: Option<Duration>,
+    last_stats: Instant,
+    sent_at_last_stats: u64,
+    sent: u64,
+    acked_through: Option<u64>,
+    failures: u32,
+}
+
+impl Report {
+    fn new(args: &Args, broker: SocketAddr) -> Self {
+        Report {
+            broker,
+            token_path: args.token_file.display().to_string(),
+            stats_every: (args.stats_interval_s > 0)
+                .then(|| Duration::from_secs(args.stats_interval_s)),
+            last_stats: Instant::now(),
+            sent_at_last_stats: 0,
+            sent: 0,
+            acked_through: None,
+            failures: 0,
+        }
+    }
+
+    fn note(&mut self, note: Note<'_>) {
+        match note {
+            Note::Event(event) => self.event(event),
+            Note::TokenUnavailable { error, retry_in_ms } => {
+                warn!("{error}; retrying in {retry_in_ms} ms")
+            }
+        }
+        self.stats();
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Connected {
+                receive_maximum,
+                window,
+                ..
+            } => {
+                self.failures = 0;
+                info!(
+                    "connected to {} (receive maximum {receive_maximum}, QoS 1 window {window})",
+                    self.broker
+                )
+            }
+            Event::Republishing { from, count } => {
+                info!("resending {count} unacknowledged message(s) from {from}")
+            }
+            Event::Published { n, duplicate } => {
+                self.sent += 1;
+                if duplicate {
+                    debug!("published {n} again");
+                } else {
+                    debug!("published {n}");
+                }
+            }
+            Event::Acked { through } => {
+                self.acked_through = Some(through);
+                trace!("acknowledged through {through}");
+            }
+            Event::PublishRejected { n, reason } => warn!(
+                "broker refused message {n}: PUBACK 0x{reason:02x} {}",
+                satmqtt::frame::reason_name(reason)
+            ),
+            // Logged with its retry delay by the Disconnected event that follows.
+            Event::TokenRejected { .. } => {}
+            Event::Disconnected {
+                why,
+                disconnect_sent,
+                retry_in_ms,
+            } => {
+                let sent = if disconnect_sent {
+                    ", DISCONNECT sent"
+                } else {
+                    ""
+                };
+                if let End::TokenRejected(reason) = why {
+                    self.failures += 1;
+                    warn!(
+                        "token rejected by the broker (CONNACK 0x{reason:02x} {}): check the \
+                         token's audience and ServiceAccount; re-reading {} and retrying in \
+                         {retry_in_ms} ms (attempt {})",
+                        satmqtt::frame::reason_name(reason),
+                        self.token_path,
+                        self.failures + 1
+                    );
+                } else if why.is_failure() {
+                    self.failures += 1;
+                    warn!(
+                        "disconnected: {why}{sent}; reconnecting in {retry_in_ms} ms (attempt {})",
+                        self.failures + 1
+                    );
+                } else {
+                    info!("disconnected: {why}{sent}");
+                }
+            }
+            Event::Finished { .. } => {}
+        }
+    }
+
+    fn stats(&mut self) {
+        let Some(every) = self.stats_every else {
+            return;
+        };
+        let elapsed = self.last_stats.elapsed();
+        if elapsed < every {
+            return;
+        }
+        let sent = self.sent - self.sent_at_last_stats;
+        info!(
+            "rate: {sent} message(s) in {:.1} s ({:.1}/s), acknowledged through {}",
+            elapsed.as_secs_f64(),
+            sent as f64 / elapsed.as_secs_f64(),
+            self.acked_through
+                .map_or_else(|| "none".to_owned(), |n| n.to_string())
+        );
+        self.last_stats = Instant::now();
+        self.sent_at_last_stats = self.sent;
+    }
+}
