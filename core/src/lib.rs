@@ -22,6 +22,7 @@ pub mod clock;
 pub mod frame;
 pub mod guard;
 pub mod publisher;
+pub mod token;
 
 #[cfg(test)]
 mod mock;
@@ -36,3 +37,4 @@ pub use publisher::{
     Config, ConfigError, End, Event, Progress, Publisher, Qos, Session, SessionError, Status,
     MAX_TOKEN_LEN, SAT_USER,
 };
+pub use token::{freshness, Freshness, TokenTimes};

@@ -273,6 +273,12 @@ pub enum Event {
         /// Milliseconds before the next connection attempt is allowed.
         retry_in_ms: u64,
     },
+    /// The first publish after a token rotation: publishing paused for `gap_ms` (drain,
+    /// DISCONNECT, connect, CONNACK).
+    Rotated {
+        /// Milliseconds from [`Session::rotate`] to this publish.
+        gap_ms: u64,
+    },
     /// All `count` messages are published (and acknowledged at QoS 1).
     Finished {
         /// Counters at the end.
@@ -344,6 +350,8 @@ pub struct Publisher<'c, S: TcpClientStack, C: Clock> {
     config: Config<'c>,
     progress: Progress,
     backoff: Backoff,
+    /// When the last rotation stopped publishing, until the next session publishes again.
+    rotation_started_ms: Option<u64>,
 }
 
 impl<'c, S: TcpClientStack, C: Clock> Publisher<'c, S, C>
@@ -377,6 +385,7 @@ where
             backoff: Backoff::new(config.backoff, seed),
             config,
             progress,
+            rotation_started_ms: None,
         })
     }
 
@@ -416,6 +425,13 @@ where
     pub fn note_failure(&mut self) -> u64 {
         let now = self.mono.now_ms();
         self.backoff.fail(now)
+    }
+
+    /// Lifts the backoff: something changed that makes an attempt worthwhile now (a new token
+    /// after a refusal, say).
+    pub fn retry_now(&mut self) {
+        let now = self.mono.now_ms();
+        self.backoff.allow_now(now);
     }
 
     /// The user's stack, between sessions.
@@ -462,6 +478,7 @@ where
             config,
             progress,
             backoff,
+            rotation_started_ms,
         } = self;
         let (rx, tx, state) = config.buffer_parts(token.len());
         let mut broker = IpBroker::new(config.broker.ip());
@@ -498,6 +515,7 @@ where
             config,
             progress,
             backoff,
+            rotation_started_ms,
             target: (config.count > 0).then(|| config.start.saturating_add(config.count)),
             started_ms: now,
             connected_ms: None,
@@ -512,6 +530,14 @@ where
     }
 }
 
+/// A session draining towards its end.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    why: End,
+    since: u64,
+    deadline: u64,
+}
+
 /// One MQTT connection made with one token.
 pub struct Session<'p, 'c, S: TcpClientStack, C: Clock> {
     mq: Minimq<'p, GuardStack<'p, S>, ClockRef<'p, C>, IpBroker>,
@@ -520,6 +546,7 @@ pub struct Session<'p, 'c, S: TcpClientStack, C: Clock> {
     config: &'p Config<'c>,
     progress: &'p mut Progress,
     backoff: &'p mut Backoff,
+    rotation_started_ms: &'p mut Option<u64>,
     target: Option<u64>,
     started_ms: u64,
     connected_ms: Option<u64>,
@@ -527,8 +554,8 @@ pub struct Session<'p, 'c, S: TcpClientStack, C: Clock> {
     next_publish_ms: u64,
     /// A QoS 0 publish whose bytes the stack has only partly taken.
     partial: Option<u64>,
-    /// Why and until when the session drains before ending.
-    stopping: Option<(End, u64)>,
+    /// Why, since when and until when the session drains before ending.
+    stopping: Option<Stopping>,
     ended: Option<End>,
     republish: Option<(u64, u64)>,
     /// An engine error minimq reported, ending the session at the next check.
@@ -567,11 +594,12 @@ where
 
     fn begin_stopping(&mut self, why: End) {
         if self.stopping.is_none() {
-            let deadline = self
-                .mono
-                .now_ms()
-                .saturating_add(self.config.drain_timeout_ms);
-            self.stopping = Some((why, deadline));
+            let since = self.mono.now_ms();
+            self.stopping = Some(Stopping {
+                why,
+                since,
+                deadline: since.saturating_add(self.config.drain_timeout_ms),
+            });
         }
     }
 
@@ -689,10 +717,10 @@ where
         if self.is_done() {
             return Some(End::Completed);
         }
-        if let Some((why, deadline)) = self.stopping {
+        if let Some(stopping) = self.stopping {
             let drained = self.guard.borrow().in_flight() == 0 && self.partial.is_none();
-            if self.connected_ms.is_none() || drained || now >= deadline {
-                return Some(why);
+            if self.connected_ms.is_none() || drained || now >= stopping.deadline {
+                return Some(stopping.why);
             }
         }
         None
@@ -727,6 +755,9 @@ where
             if now.saturating_sub(up_since) >= self.config.backoff.reset_after_ms {
                 self.backoff.reset();
             }
+        }
+        if why == End::Rotation {
+            *self.rotation_started_ms = self.stopping.map(|s| s.since);
         }
         let retry_in_ms = if why.is_failure() {
             self.backoff.fail(now)
@@ -806,6 +837,11 @@ where
                 self.partial = Some(n);
             }
             sink(Event::Published { n, duplicate });
+            if let Some(since) = self.rotation_started_ms.take() {
+                sink(Event::Rotated {
+                    gap_ms: now.saturating_sub(since),
+                });
+            }
             if self.config.interval_ms > 0 {
                 // Keep the cadence, but never burst to catch up after a stall.
                 self.next_publish_ms = (self.next_publish_ms + self.config.interval_ms)
@@ -825,7 +861,7 @@ where
         let mut wake = now + MAX_IDLE_MS.min(self.config.keepalive_s.max(1) as u64 * 250);
         match (self.connected_ms, self.stopping) {
             (None, _) => wake = wake.min(self.started_ms + self.config.connect_timeout_ms),
-            (Some(_), Some((_, deadline))) => wake = wake.min(deadline),
+            (Some(_), Some(stopping)) => wake = wake.min(stopping.deadline),
             (Some(_), None) => {
                 let more = self.target.is_none_or(|t| self.progress.next < t);
                 if more && self.config.interval_ms > 0 {

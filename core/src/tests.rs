@@ -812,3 +812,64 @@ fn payload_is_prefix_and_decimal_counter_without_allocation() {
     assert_eq!(&buf[..n], b"0");
     assert!(crate::publisher::write_payload(&mut buf[..3], b"abc", 7).is_err());
 }
+
+#[test]
+fn rotation_drains_disconnects_and_reconnects_with_the_new_token_without_gap_or_duplicate() {
+    let mut rig = Rig::new(config(Qos::AtLeastOnce, 6));
+    let mut buf = [0u8; BUF];
+    let mut events = Vec::new();
+    {
+        let mut s = rig.publisher.session(&mut buf, "old").unwrap();
+        s.poll(&mut |e| events.push(e));
+        rig.wire.0.borrow_mut().push(&connack(3));
+        s.poll(&mut |e| events.push(e));
+        rig.wire.0.borrow_mut().take_written();
+        s.rotate();
+        rig.clock.advance(2);
+        for id in 1..=3 {
+            rig.wire.0.borrow_mut().push(&puback(id, 0));
+        }
+        assert_eq!(
+            s.poll(&mut |e| events.push(e)),
+            Status::Ended(End::Rotation)
+        );
+    }
+    assert_eq!(
+        rig.wire().take_written(),
+        [0xe0, 0x00],
+        "drained, then DISCONNECT"
+    );
+    assert_eq!(rig.wire().closes, 1);
+    assert_eq!(rig.publisher.wait_ms(), 0, "a rotation reconnects at once");
+    {
+        let mut s = rig.publisher.session(&mut buf, "new").unwrap();
+        s.poll(&mut |e| events.push(e));
+        let connect = rig.wire.0.borrow_mut().take_written();
+        assert!(
+            connect.ends_with(&[0x00, 0x03, b'n', b'e', b'w']),
+            "new password"
+        );
+        rig.clock.advance(3);
+        rig.wire.0.borrow_mut().push(&connack(3));
+        s.poll(&mut |e| events.push(e));
+        assert_eq!(
+            rig.wire.0.borrow_mut().take_written(),
+            [
+                publish(3, Some(1)),
+                publish(4, Some(2)),
+                publish(5, Some(3))
+            ]
+            .concat()
+        );
+    }
+    let published: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Published { n, .. } => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, vec![0, 1, 2, 3, 4, 5], "no gap, no duplicate");
+    assert!(events.contains(&Event::Rotated { gap_ms: 5 }));
+    assert_eq!(rig.publisher.progress().duplicates, 0);
+}

@@ -74,7 +74,7 @@ pub struct StdError {
 }
 
 impl StdError {
-    fn new(op: &'static str, peer: Option<SocketAddr>, source: io::Error) -> Self {
+    pub(crate) fn new(op: &'static str, peer: Option<SocketAddr>, source: io::Error) -> Self {
         Self { op, peer, source }
     }
 
@@ -124,14 +124,29 @@ impl std::error::Error for StdError {
 
 impl TcpError for StdError {
     fn kind(&self) -> TcpErrorKind {
-        match self.source.kind() {
-            io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::NotConnected
-            | io::ErrorKind::UnexpectedEof => TcpErrorKind::PipeClosed,
-            _ => TcpErrorKind::Other,
-        }
+        io_error_kind(self.source.kind())
+    }
+}
+
+/// Connects to `remote` within `timeout` (which must not be zero), then turns `TCP_NODELAY` on
+/// and makes the stream non-blocking. Shared by [`StdStack`] and the TLS stack.
+pub(crate) fn connect_stream(remote: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&remote, timeout)?;
+    // One PUBLISH per write: it must leave now, not when the previous segment is acked.
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// The [`TcpErrorKind`] of an OS error: the ways a connection ends are a closed pipe.
+pub(crate) fn io_error_kind(kind: io::ErrorKind) -> TcpErrorKind {
+    match kind {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::NotConnected
+        | io::ErrorKind::UnexpectedEof => TcpErrorKind::PipeClosed,
+        _ => TcpErrorKind::Other,
     }
 }
 
@@ -160,11 +175,8 @@ impl TcpClientStack for StdStack {
         if socket.stream.is_some() {
             return Ok(());
         }
-        let fail = |e| nb::Error::Other(StdError::new("connect", Some(remote), e));
-        let stream = TcpStream::connect_timeout(&remote, self.connect_timeout).map_err(fail)?;
-        // One PUBLISH per write: it must leave now, not when the previous segment is acked.
-        stream.set_nodelay(true).map_err(fail)?;
-        stream.set_nonblocking(true).map_err(fail)?;
+        let stream = connect_stream(remote, self.connect_timeout)
+            .map_err(|e| nb::Error::Other(StdError::new("connect", Some(remote), e)))?;
         socket.stream = Some(stream);
         socket.peer = Some(remote);
         Ok(())
@@ -224,41 +236,62 @@ fn poll_timeout(timeout: Duration) -> Timespec {
 }
 
 /// Blocks until `socket` is readable (data, EOF or an error is pending), or also writable when
-/// `writable` is set (a write is pending), or `timeout` passes.
+/// `writable` is set (a write is pending), or `wake` is readable, or `timeout` passes.
 ///
-/// Returns `Ok(true)` when the socket is ready. With no connected socket it only sleeps for
-/// `timeout` and returns `Ok(false)`. A signal ends the wait early with `Ok(false)`, so the
+/// Returns `Ok(true)` when the socket or `wake` is ready. With no connected socket it waits on
+/// `wake` alone (or just sleeps). A signal ends the wait early with `Ok(false)`, so the
 /// caller's loop sees a SIGTERM flag promptly. Timeouts longer than `i32::MAX` ms are clamped.
 pub fn wait_socket<W: Waitable>(
     socket: Option<&W>,
     timeout: Duration,
     writable: bool,
+    wake: Option<BorrowedFd<'_>>,
 ) -> io::Result<bool> {
     if socket.is_some_and(|s| s.has_buffered_input()) {
         return Ok(true);
     }
-    let timeout = poll_timeout(timeout);
-    let mut one;
+    let writable = writable || socket.is_some_and(|s| s.wants_write());
     let interest = if writable {
         PollFlags::IN | PollFlags::OUT
     } else {
         PollFlags::IN
     };
-    // With no fd, poll is still the sleep: unlike thread::sleep it is not restarted after a
-    // signal handler runs, so SIGTERM wakes the loop.
-    let fds: &mut [PollFd<'_>] = match socket.and_then(W::fd) {
-        Some(fd) => {
-            one = [PollFd::from_borrowed_fd(fd, interest)];
+    let socket = socket
+        .and_then(W::fd)
+        .map(|fd| PollFd::from_borrowed_fd(fd, interest));
+    let wake = wake.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    poll_pair(socket, wake, timeout)
+}
+
+/// Blocks until one of (at most two) `fds` is readable or `timeout` passes; `Ok(false)` on
+/// timeout or signal.
+pub fn wait_fds(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<bool> {
+    let mut it = fds
+        .iter()
+        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN));
+    poll_pair(it.next(), it.next(), timeout)
+}
+
+fn poll_pair(a: Option<PollFd<'_>>, b: Option<PollFd<'_>>, timeout: Duration) -> io::Result<bool> {
+    let timeout = poll_timeout(timeout);
+    let mut pair;
+    let mut one;
+    // With no descriptor, poll is still the sleep: unlike thread::sleep it is not restarted
+    // after a signal handler runs, so SIGTERM wakes the loop.
+    let fds: &mut [PollFd<'_>] = match (a, b) {
+        (Some(a), Some(b)) => {
+            pair = [a, b];
+            &mut pair
+        }
+        (Some(a), None) | (None, Some(a)) => {
+            one = [a];
             &mut one
         }
-        None => &mut [],
+        (None, None) => &mut [],
     };
     match rustix::event::poll(fds, Some(&timeout)) {
         Ok(0) => Ok(false),
-        Ok(_) => Ok(fds.first().is_some_and(|fd| {
-            fd.revents()
-                .intersects(interest | PollFlags::HUP | PollFlags::ERR)
-        })),
+        Ok(_) => Ok(fds.iter().any(|fd| !fd.revents().is_empty())),
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
@@ -274,6 +307,12 @@ pub trait Waitable {
     fn has_buffered_input(&self) -> bool {
         false
     }
+
+    /// Whether output is buffered in user space (e.g. encrypted TLS records the socket did not
+    /// take yet), so the wait should also end when the descriptor becomes writable.
+    fn wants_write(&self) -> bool {
+        false
+    }
 }
 
 impl Waitable for StdSocket {
@@ -284,7 +323,7 @@ impl Waitable for StdSocket {
 
 /// [`wait_socket`] for readability only.
 pub fn wait_readable(socket: Option<&StdSocket>, timeout: Duration) -> io::Result<bool> {
-    wait_socket(socket, timeout, false)
+    wait_socket(socket, timeout, false, None)
 }
 
 #[cfg(test)]

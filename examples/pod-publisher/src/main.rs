@@ -14,7 +14,9 @@ use clap::Parser;
 use log::{debug, error, info, trace, warn};
 use satmqtt::embedded_nal::TcpClientStack;
 use satmqtt::{BackoffConfig, Config, End, Event, Progress, Publisher, Qos};
-use satmqtt_std::{wait_readable, Note, Outcome, StdClock, StdStack, TokenFile, Waitable};
+use satmqtt_std::{
+    wait_readable, Note, Outcome, RunOptions, StdClock, StdStack, TokenFile, Waitable,
+};
 
 /// Exit code for a configuration or token problem found at start-up.
 const EXIT_CONFIG: u8 = 2;
@@ -72,6 +74,12 @@ struct Args {
     /// Longest reconnect delay in milliseconds.
     #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
     backoff_cap_ms: u64,
+    /// Rotate to a new token this many seconds before the current one's `exp`.
+    #[arg(long, env = "SATMQTT_EXPIRY_MARGIN_S", default_value_t = 60)]
+    expiry_margin_s: u64,
+    /// Re-stat period of the token file, for file systems without inotify events.
+    #[arg(long, env = "SATMQTT_TOKEN_RESTAT_S", default_value_t = 5)]
+    token_restat_s: u64,
     /// Seconds between rate summaries at info level; 0 = none.
     #[arg(long, env = "SATMQTT_STATS_INTERVAL_S", default_value_t = 30)]
     stats_interval_s: u64,
@@ -182,7 +190,13 @@ where
     );
 
     let mut report = Report::new(args, broker);
-    let outcome = satmqtt_std::run(&mut publisher, tokens, stop, |note| report.note(note));
+    let options = RunOptions {
+        expiry_margin: Duration::from_secs(args.expiry_margin_s),
+        restat_every: Duration::from_secs(args.token_restat_s.max(1)),
+    };
+    let outcome = satmqtt_std::run(&mut publisher, tokens, options, stop, |note| {
+        report.note(note)
+    });
     match outcome {
         Ok(Outcome::Finished(p)) => {
             info!("finished: {}", summary(&p));
@@ -273,6 +287,31 @@ impl Report {
             Note::TokenUnavailable { error, retry_in_ms } => {
                 warn!("{error}; retrying in {retry_in_ms} ms")
             }
+            Note::TokenChanged { exp } => match exp {
+                Some(exp) => info!(
+                    "new token in {} (expires {}): rotating the connection",
+                    self.token_path,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(exp)
+                    )
+                ),
+                None => info!("new token in {}: rotating the connection", self.token_path),
+            },
+            Note::TokenExpiring { expires_in_s } => warn!(
+                "token in {} expires in {expires_in_s} s and no new one has appeared yet \
+                 (is the projected volume refreshing?)",
+                self.token_path
+            ),
+            Note::TokenExpired { ago_s, retry_in_ms } => warn!(
+                "token in {} expired {ago_s} s ago: not connecting with it; waiting for the \
+                 kubelet to refresh it, next check in {retry_in_ms} ms",
+                self.token_path
+            ),
+            Note::WatchDegraded(e) => warn!(
+                "cannot watch {} for token rotation ({e}); re-reading it every few seconds \
+                 instead",
+                self.token_path
+            ),
         }
         self.stats();
     }
@@ -340,6 +379,9 @@ impl Report {
                 } else {
                     info!("disconnected: {why}{sent}");
                 }
+            }
+            Event::Rotated { gap_ms } => {
+                info!("rotated to the new token: publishing resumed after {gap_ms} ms")
             }
             Event::Finished { .. } => {}
         }
