@@ -22,8 +22,8 @@ pub mod token;
 pub mod watch;
 
 pub use clock::StdClock;
-pub use net::{wait_readable, wait_socket, StdError, StdSocket, StdStack, Waitable};
+pub use net::{wait_readable, wait_socket, LastError, StdError, StdSocket, StdStack, Waitable};
 pub use run::{run, Note, Outcome, RunError, RunOptions};
-pub use tls::{LastTlsError, TlsConfig, TlsError, TlsFailure, TlsSocket, TlsStack};
+pub use tls::{TlsConfig, TlsError, TlsFailure, TlsSocket, TlsStack};
 pub use token::{Token, TokenError, TokenFile};
 pub use watch::{TokenWatcher, Watch};

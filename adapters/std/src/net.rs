@@ -14,22 +14,33 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// A TCP client stack on std sockets with a bounded connect and `TCP_NODELAY`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StdStack {
     connect_timeout: Duration,
+    last_error: LastError,
 }
 
 impl StdStack {
     /// A stack whose `connect` gives up after `connect_timeout` (which must not be zero: std
     /// refuses a zero connect timeout, so every connect would fail).
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { connect_timeout }
+        Self {
+            connect_timeout,
+            last_error: LastError::default(),
+        }
+    }
+
+    /// A handle to the text of the last failure (e.g. "connect to …: Connection refused"): the
+    /// core reports stack errors only by kind, the program logs this text beside them.
+    pub fn error_handle(&self) -> LastError {
+        self.last_error.clone()
     }
 }
 
@@ -159,6 +170,15 @@ fn nb_error(op: &'static str, peer: Option<SocketAddr>, e: io::Error) -> nb::Err
     }
 }
 
+impl StdStack {
+    fn record(&self, e: nb::Error<StdError>) -> nb::Error<StdError> {
+        if let nb::Error::Other(e) = &e {
+            self.last_error.set(e);
+        }
+        e
+    }
+}
+
 impl TcpClientStack for StdStack {
     type TcpSocket = StdSocket;
     type Error = StdError;
@@ -175,8 +195,12 @@ impl TcpClientStack for StdStack {
         if socket.stream.is_some() {
             return Ok(());
         }
-        let stream = connect_stream(remote, self.connect_timeout)
-            .map_err(|e| nb::Error::Other(StdError::new("connect", Some(remote), e)))?;
+        self.last_error.clear();
+        let stream = connect_stream(remote, self.connect_timeout).map_err(|e| {
+            let e = StdError::new("connect", Some(remote), e);
+            self.last_error.set(&e);
+            nb::Error::Other(e)
+        })?;
         socket.stream = Some(stream);
         socket.peer = Some(remote);
         Ok(())
@@ -188,7 +212,9 @@ impl TcpClientStack for StdStack {
             .stream
             .as_mut()
             .ok_or(nb::Error::Other(StdError::not_connected("send")))?;
-        stream.write(buffer).map_err(|e| nb_error("send", peer, e))
+        stream
+            .write(buffer)
+            .map_err(|e| self.record(nb_error("send", peer, e)))
     }
 
     fn receive(
@@ -204,7 +230,7 @@ impl TcpClientStack for StdStack {
         // Ok(0) on a non-empty buffer is EOF; it is passed on as is, the core decides.
         stream
             .read(buffer)
-            .map_err(|e| nb_error("receive", peer, e))
+            .map_err(|e| self.record(nb_error("receive", peer, e)))
     }
 
     fn close(&mut self, socket: StdSocket) -> Result<(), StdError> {
@@ -236,9 +262,11 @@ fn poll_timeout(timeout: Duration) -> Timespec {
 }
 
 /// Blocks until `socket` is readable (data, EOF or an error is pending), or also writable when
-/// `writable` is set (a write is pending), or `wake` is readable, or `timeout` passes.
+/// `writable` is set or the socket [wants to write](Waitable::wants_write) (a write is pending),
+/// or `wake` is readable, or `timeout` passes.
 ///
-/// Returns `Ok(true)` when the socket or `wake` is ready. With no connected socket it waits on
+/// Returns `Ok(true)` at once when the socket [has buffered input](Waitable::has_buffered_input),
+/// and when the socket or `wake` is ready. With no connected socket it waits on
 /// `wake` alone (or just sleeps). A signal ends the wait early with `Ok(false)`, so the
 /// caller's loop sees a SIGTERM flag promptly. Timeouts longer than `i32::MAX` ms are clamped.
 pub fn wait_socket<W: Waitable>(
@@ -294,6 +322,40 @@ fn poll_pair(a: Option<PollFd<'_>>, b: Option<PollFd<'_>>, timeout: Duration) ->
         Ok(_) => Ok(fds.iter().any(|fd| !fd.revents().is_empty())),
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A shared slot holding the text of the last connection failure of a [`StdStack`] or a
+/// [`TlsStack`](crate::TlsStack).
+///
+/// The core reports a stack error only as `End::Network(kind)`; the program keeps a clone of
+/// this handle (from [`TlsStack::error_handle`], before the stack moves into the publisher) and
+/// takes the text when the core reports the disconnection. A new connection attempt clears it.
+#[derive(Debug, Clone, Default)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    fn slot(&self) -> MutexGuard<'_, Option<String>> {
+        // A String cannot be left half-written: a poisoned slot is still valid.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last failure's text, if one happened since the last [`take`](Self::take).
+    pub fn get(&self) -> Option<String> {
+        self.slot().clone()
+    }
+
+    /// The last failure's text, emptying the slot.
+    pub fn take(&self) -> Option<String> {
+        self.slot().take()
+    }
+
+    pub(crate) fn set(&self, e: &dyn std::fmt::Display) {
+        *self.slot() = Some(e.to_string());
+    }
+
+    pub(crate) fn clear(&self) {
+        *self.slot() = None;
     }
 }
 

@@ -136,6 +136,8 @@ where
     let margin_s = options.expiry_margin.as_secs();
     // minimq copies the token into this buffer; zeroed when dropped.
     let mut buffer = Zeroizing::new(Vec::new());
+    // The token of the last attempt: only a different one lifts the backoff.
+    let mut last_token: Option<Token> = None;
     loop {
         if publisher.is_finished() {
             return Ok(Outcome::Finished(publisher.progress()));
@@ -150,7 +152,10 @@ where
                 .map_err(RunError::Wait)?;
             if watcher.check() == Watch::Changed {
                 // A new token deserves an attempt now, whatever the last one earned.
-                publisher.retry_now();
+                let fresh = tokens.load().ok();
+                if fresh.is_some() && fresh != last_token {
+                    publisher.retry_now();
+                }
             }
             continue;
         }
@@ -165,6 +170,7 @@ where
                 continue;
             }
         };
+        last_token = Some(token.clone());
         let mut token_times = times(&token);
         if let Freshness::Expired { ago_s } = freshness(token_times, unix_now(), 0) {
             let retry_in_ms = publisher.note_failure();

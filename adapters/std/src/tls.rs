@@ -16,7 +16,7 @@
 //! kernel did not take yet ([`Waitable::wants_write`]).
 //!
 //! The core only learns an error's [`TcpErrorKind`]; the full text of the last failure is kept
-//! in a [`LastTlsError`] handle (see [`TlsStack::error_handle`]) for the program to log.
+//! in a [`LastError`] handle (see [`TlsStack::error_handle`]) for the program to log.
 //!
 //! Left out: certificate revocation (CRLs, OCSP), ALPN, and reloading the CA file while running
 //! (it is read once by [`TlsStack::new`]). Reconnections resume the TLS session when the broker
@@ -28,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind};
@@ -37,7 +37,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
-use crate::net::{connect_stream, io_error_kind, StdError, Waitable};
+use crate::net::{connect_stream, io_error_kind, LastError, StdError, Waitable};
 
 /// Most rounds of socket I/O in one call: past it the call returns `WouldBlock` and the
 /// driver's `poll(2)` says when to go on, so no call can spin.
@@ -417,39 +417,6 @@ impl TcpError for TlsError {
     }
 }
 
-/// A shared slot holding the text of the last connection failure of a [`TlsStack`].
-///
-/// The core reports a stack error only as `End::Network(kind)`; the program keeps a clone of
-/// this handle (from [`TlsStack::error_handle`], before the stack moves into the publisher) and
-/// takes the text when the core reports the disconnection. A new connection attempt clears it.
-#[derive(Debug, Clone, Default)]
-pub struct LastTlsError(Arc<Mutex<Option<String>>>);
-
-impl LastTlsError {
-    fn slot(&self) -> MutexGuard<'_, Option<String>> {
-        // A String cannot be left half-written: a poisoned slot is still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The last failure's text, if one happened since the last [`take`](Self::take).
-    pub fn get(&self) -> Option<String> {
-        self.slot().clone()
-    }
-
-    /// The last failure's text, emptying the slot.
-    pub fn take(&self) -> Option<String> {
-        self.slot().take()
-    }
-
-    fn set(&self, e: &TlsError) {
-        *self.slot() = Some(e.to_string());
-    }
-
-    fn clear(&self) {
-        *self.slot() = None;
-    }
-}
-
 /// A TCP client stack whose sockets speak TLS; see the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct TlsStack {
@@ -458,7 +425,7 @@ pub struct TlsStack {
     connect_timeout: Duration,
     trust: String,
     client_cert: bool,
-    last_error: LastTlsError,
+    last_error: LastError,
 }
 
 impl TlsStack {
@@ -511,19 +478,19 @@ impl TlsStack {
             connect_timeout,
             trust,
             client_cert: cfg.client_cert.is_some(),
-            last_error: LastTlsError::default(),
+            last_error: LastError::default(),
         })
     }
 
     /// The text of the last connection failure, if any since the last take (see
-    /// [`LastTlsError`]).
+    /// [`LastError`]).
     pub fn last_error(&self) -> Option<String> {
         self.last_error.get()
     }
 
     /// A handle on the last failure's text that stays valid after the stack is moved into the
     /// publisher.
-    pub fn error_handle(&self) -> LastTlsError {
+    pub fn error_handle(&self) -> LastError {
         self.last_error.clone()
     }
 

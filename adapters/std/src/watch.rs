@@ -82,7 +82,8 @@ impl TokenWatcher {
         };
         let (flag, last) = (Arc::clone(&dirty), Arc::clone(&last_event_ms));
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Reads (ours included: the driver re-reads the token) are not changes.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 last.store(origin.elapsed().as_millis() as u64, Ordering::SeqCst);
                 flag.store(true, Ordering::SeqCst);
                 // A full pipe already holds a wake-up.
@@ -212,5 +213,22 @@ mod tests {
         kubelet_dir(dir.path(), "b", "two!");
         w.dirty.store(false, Ordering::SeqCst);
         assert_eq!(w.check(), Watch::Changed);
+    }
+
+    #[test]
+    fn reading_the_token_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqtt-client-token");
+        std::fs::write(&path, "plain file, no kubelet layout").unwrap();
+        let (mut w, err) = TokenWatcher::new(&path, Duration::from_secs(3600)).unwrap();
+        assert!(err.is_none(), "inotify: {err:?}");
+        for _ in 0..3 {
+            std::fs::read(&path).unwrap();
+        }
+        // Give inotify time to deliver what it would; a read must not register.
+        crate::net::wait_fds(&[w.wake_fd()], Duration::from_millis(200)).unwrap();
+        assert_eq!(w.check(), Watch::Quiet);
+        std::fs::write(&path, "changed").unwrap();
+        assert!(wait_for(&mut w));
     }
 }

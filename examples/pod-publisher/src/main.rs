@@ -15,7 +15,8 @@ use log::{debug, error, info, trace, warn};
 use satmqtt::embedded_nal::TcpClientStack;
 use satmqtt::{BackoffConfig, Config, End, Event, Progress, Publisher, Qos};
 use satmqtt_std::{
-    wait_readable, Note, Outcome, RunOptions, StdClock, StdStack, TokenFile, Waitable,
+    wait_readable, LastError, Note, Outcome, RunOptions, StdClock, StdStack, TlsConfig, TlsStack,
+    TokenFile, Waitable,
 };
 
 /// Exit code for a configuration or token problem found at start-up.
@@ -28,9 +29,26 @@ struct Args {
     /// Broker host name or IP address.
     #[arg(long, env = "SATMQTT_HOST", default_value = "localhost")]
     host: String,
-    /// Broker TCP port.
-    #[arg(long, env = "SATMQTT_PORT", default_value_t = 1883)]
-    port: u16,
+    /// Broker TCP port [default: 1883, or 8883 with --tls].
+    #[arg(long, env = "SATMQTT_PORT")]
+    port: Option<u16>,
+    /// Connect with TLS 1.2/1.3.
+    #[arg(long, env = "SATMQTT_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    tls: bool,
+    /// PEM bundle of the CA certificate(s) the broker's certificate must chain to (with --tls)
+    /// [default: the system trust store].
+    #[arg(long, env = "SATMQTT_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Name checked against the broker's certificate and sent as SNI (with --tls)
+    /// [default: --host].
+    #[arg(long, env = "SATMQTT_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Client certificate (PEM) for mutual TLS; needs --client-key.
+    #[arg(long, env = "SATMQTT_CLIENT_CERT")]
+    client_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "SATMQTT_CLIENT_KEY")]
+    client_key: Option<std::path::PathBuf>,
     /// MQTT client id [default: $POD_NAME, then $HOSTNAME, then "sampleid"].
     #[arg(long, env = "SATMQTT_CLIENT_ID")]
     client_id: Option<String>,
@@ -89,6 +107,18 @@ struct Args {
 }
 
 impl Args {
+    fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            ca_file: self.ca_file.clone(),
+            server_name: self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| self.host.clone()),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+
     fn client_id(&self) -> String {
         self.client_id
             .clone()
@@ -123,7 +153,24 @@ fn main() -> ExitCode {
     let token_len = first.len();
     drop(first);
 
-    let Some(broker) = resolve(&args.host, args.port, &stop) else {
+    // TLS files are read before anything waits on the network: a bad path fails at once.
+    let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    let tls = if args.tls {
+        match TlsStack::new(&args.tls_config(), connect_timeout) {
+            Ok(stack) => Some(stack),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        if args.ca_file.is_some() || args.server_name.is_some() || args.client_cert.is_some() {
+            warn!("--ca-file, --server-name and --client-cert only apply with --tls");
+        }
+        None
+    };
+    let port = args.port.unwrap_or(if args.tls { 8883 } else { 1883 });
+    let Some(broker) = resolve(&args.host, port, &stop) else {
         info!("stopped before the broker address was known");
         return ExitCode::SUCCESS;
     };
@@ -148,8 +195,18 @@ fn main() -> ExitCode {
         ..BackoffConfig::default()
     };
 
-    let stack = StdStack::new(Duration::from_millis(args.connect_timeout_ms));
-    drive(stack, config, &args, &tokens, token_len, &stop)
+    match tls {
+        Some(stack) => {
+            info!("{}", stack.describe());
+            let errors = stack.error_handle();
+            drive(stack, config, &args, &tokens, token_len, &stop, errors)
+        }
+        None => {
+            let stack = StdStack::new(connect_timeout);
+            let errors = stack.error_handle();
+            drive(stack, config, &args, &tokens, token_len, &stop, errors)
+        }
+    }
 }
 
 /// Runs the publisher on `stack` (plain TCP, or TLS) until done or stopped.
@@ -160,6 +217,7 @@ fn drive<S>(
     tokens: &TokenFile,
     token_len: usize,
     stop: &AtomicBool,
+    stack_errors: LastError,
 ) -> ExitCode
 where
     S: TcpClientStack,
@@ -189,7 +247,7 @@ where
         path = args.token_file.display(),
     );
 
-    let mut report = Report::new(args, broker);
+    let mut report = Report::new(args, broker, stack_errors);
     let options = RunOptions {
         expiry_margin: Duration::from_secs(args.expiry_margin_s),
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
@@ -264,10 +322,12 @@ struct Report {
     sent: u64,
     acked_through: Option<u64>,
     failures: u32,
+    /// The TLS stack's last failure text (the core only reports `Network(kind)`).
+    stack_errors: LastError,
 }
 
 impl Report {
-    fn new(args: &Args, broker: SocketAddr) -> Self {
+    fn new(args: &Args, broker: SocketAddr, stack_errors: LastError) -> Self {
         Report {
             broker,
             token_path: args.token_file.display().to_string(),
@@ -278,6 +338,7 @@ impl Report {
             sent: 0,
             acked_through: None,
             failures: 0,
+            stack_errors,
         }
     }
 
@@ -355,6 +416,9 @@ impl Report {
                 disconnect_sent,
                 retry_in_ms,
             } => {
+                // Taken on every disconnection, so a stale text never sticks to a later one.
+                let tls = self.stack_errors.take();
+                let tls = tls.map(|e| format!(": {e}")).unwrap_or_default();
                 let sent = if disconnect_sent {
                     ", DISCONNECT sent"
                 } else {
@@ -373,7 +437,8 @@ impl Report {
                 } else if why.is_failure() {
                     self.failures += 1;
                     warn!(
-                        "disconnected: {why}{sent}; reconnecting in {retry_in_ms} ms (attempt {})",
+                        "disconnected: {why}{tls}{sent}; reconnecting in {retry_in_ms} ms \
+                         (attempt {})",
                         self.failures + 1
                     );
                 } else {

@@ -1,0 +1,176 @@
+//! Static RAM of the core and of the smoltcp adapter: `core::mem::size_of` of every piece of
+//! state, and the buffers the caller provides. Run by `cargo xtask size`, which turns the
+//! tab-separated lines (`key`, bytes, what it is) into docs/footprint.md.
+//!
+//! Sizes are for the target this runs on (x86_64: 8-byte pointers and `usize`); a 32-bit MCU
+//! has smaller ones wherever a pointer, a slice or a `usize` is stored.
+
+use core::mem::size_of;
+use core::net::{Ipv4Addr, SocketAddr};
+
+use embedded_nal::{nb, TcpClientStack, TcpErrorKind};
+use embedded_time::{clock, fraction::Fraction, Clock, Instant};
+use satmqtt::guard::Guard;
+use satmqtt::publisher::RX_LEN;
+use satmqtt::{Config, Publisher, Session};
+use satmqtt_smoltcp::smoltcp::iface::{Interface, SocketStorage};
+use satmqtt_smoltcp::smoltcp::phy::{self, DeviceCapabilities, Medium};
+use satmqtt_smoltcp::smoltcp::socket::tcp;
+use satmqtt_smoltcp::smoltcp_nal::NetworkStack;
+use satmqtt_smoltcp::{Millis, SmolStack};
+
+/// A stack that holds nothing, so the core's own state is measured alone.
+struct NoStack;
+
+#[derive(Debug)]
+struct Unplugged;
+
+impl embedded_nal::TcpError for Unplugged {
+    fn kind(&self) -> TcpErrorKind {
+        TcpErrorKind::Other
+    }
+}
+
+impl TcpClientStack for NoStack {
+    type TcpSocket = ();
+    type Error = Unplugged;
+
+    fn socket(&mut self) -> Result<(), Unplugged> {
+        Ok(())
+    }
+    fn connect(&mut self, _: &mut (), _: SocketAddr) -> nb::Result<(), Unplugged> {
+        Err(nb::Error::WouldBlock)
+    }
+    fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<usize, Unplugged> {
+        Err(nb::Error::WouldBlock)
+    }
+    fn receive(&mut self, _: &mut (), _: &mut [u8]) -> nb::Result<usize, Unplugged> {
+        Err(nb::Error::WouldBlock)
+    }
+    fn close(&mut self, _: ()) -> Result<(), Unplugged> {
+        Ok(())
+    }
+}
+
+/// A clock that holds nothing.
+struct NoClock;
+
+impl Clock for NoClock {
+    type T = u32;
+    const SCALING_FACTOR: Fraction = Fraction::new(1, 1_000);
+
+    fn try_now(&self) -> Result<Instant<Self>, clock::Error> {
+        Ok(Instant::new(0))
+    }
+}
+
+/// A device that holds nothing (a real MAC driver adds its own descriptors and buffers).
+struct NoDevice;
+
+struct Token;
+
+impl phy::RxToken for Token {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&[])
+    }
+}
+
+impl phy::TxToken for Token {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, _: usize, f: F) -> R {
+        f(&mut [])
+    }
+}
+
+impl phy::Device for NoDevice {
+    type RxToken<'a> = Token;
+    type TxToken<'a> = Token;
+
+    fn receive(&mut self, _: satmqtt_smoltcp::smoltcp::time::Instant) -> Option<(Token, Token)> {
+        None
+    }
+
+    fn transmit(&mut self, _: satmqtt_smoltcp::smoltcp::time::Instant) -> Option<Token> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps
+    }
+}
+
+type Smol = SmolStack<'static, NoDevice, Millis>;
+
+fn row(key: &str, bytes: usize, what: &str) {
+    println!("{key}\t{bytes}\t{what}");
+}
+
+fn main() {
+    row(
+        "core.publisher",
+        size_of::<Publisher<'static, NoStack, NoClock>>(),
+        "Publisher: counters, backoff, config, and the guard (below) — lives as long as the job",
+    );
+    row(
+        "core.guard",
+        size_of::<Guard<NoStack>>(),
+        "  of which the guard: inbound packet capture (256 B), in-flight and acked queues",
+    );
+    row(
+        "core.session",
+        size_of::<Session<'static, 'static, NoStack, NoClock>>(),
+        "Session: minimq's client and state machine, drain and publish bookkeeping — one connection",
+    );
+
+    row(
+        "smoltcp.stack",
+        size_of::<Smol>(),
+        "SmolStack: smoltcp-nal's NetworkStack plus handle and closing bookkeeping",
+    );
+    row(
+        "smoltcp.nal",
+        size_of::<NetworkStack<'static, NoDevice, Millis>>(),
+        "  of which smoltcp-nal's NetworkStack (interface, socket set handle, DNS table, handle pools)",
+    );
+    row(
+        "smoltcp.interface",
+        size_of::<Interface>(),
+        "    of which smoltcp's Interface (addresses, routes, neighbor cache)",
+    );
+    row(
+        "smoltcp.publisher",
+        size_of::<Publisher<'static, Smol, Millis>>(),
+        "Publisher on SmolStack (the stack lives inside the guard)",
+    );
+    row(
+        "smoltcp.session",
+        size_of::<Session<'static, 'static, Smol, Millis>>(),
+        "Session on SmolStack",
+    );
+    row(
+        "smoltcp.tcp_socket",
+        size_of::<tcp::Socket<'static>>(),
+        "one smoltcp TCP socket's state (its buffers are extra)",
+    );
+    row(
+        "smoltcp.socket_storage",
+        size_of::<SocketStorage<'static>>(),
+        "one SocketSet slot",
+    );
+
+    let config = Config::new(SocketAddr::from((Ipv4Addr::new(10, 77, 0, 1), 1883)));
+    for token in [1024, 1536, 2048] {
+        let total = config.buffer_len(token);
+        let credentials = satmqtt::SAT_USER.len() + token;
+        row(
+            &format!("buffer.{token}"),
+            total,
+            &format!(
+                "minimq buffer for a {token}-byte token (Config::buffer_len): credentials \
+                 {credentials}, rx {RX_LEN}, tx + QoS 1 session state {}",
+                total - credentials - RX_LEN
+            ),
+        );
+    }
+}

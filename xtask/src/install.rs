@@ -1,0 +1,86 @@
+//! Making sure the programs the demo and tests need are installed (Debian/Ubuntu, apt).
+
+use std::process::Command;
+
+use satmqtt_tests::tools::{find_program, is_root};
+
+use crate::cmd;
+
+/// A program and the Debian package that provides it.
+pub struct Tool {
+    /// Executable name.
+    pub program: &'static str,
+    /// Debian package.
+    pub package: &'static str,
+}
+
+/// The broker and its clients.
+pub const MOSQUITTO: &[Tool] = &[
+    Tool {
+        program: "mosquitto",
+        package: "mosquitto",
+    },
+    Tool {
+        program: "mosquitto_passwd",
+        package: "mosquitto",
+    },
+    Tool {
+        program: "mosquitto_sub",
+        package: "mosquitto-clients",
+    },
+    Tool {
+        program: "mosquitto_pub",
+        package: "mosquitto-clients",
+    },
+];
+
+/// Installs the packages of any missing `tools` with apt when running as root; otherwise fails with
+/// the exact command to run.
+pub fn ensure(tools: &[Tool]) -> Result<(), String> {
+    let missing = missing_packages(tools);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages = missing.join(" ");
+    if !is_root() {
+        return Err(format!(
+            "{packages} not installed. Run:\n    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {packages}"
+        ));
+    }
+    if find_program("apt-get").is_none() {
+        return Err(format!("{packages} not installed and there is no apt-get here: install them with your package manager"));
+    }
+    println!("==> installing {packages}");
+    let install = || {
+        let mut command = Command::new("apt-get");
+        command
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(&missing);
+        cmd::run(&mut command)
+    };
+    if install().is_err() {
+        // A fresh machine has no package lists yet: update them only when the install needs it.
+        cmd::run(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    let still_missing = missing_packages(tools);
+    if still_missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get installed {packages}, but these are still missing: {}",
+            still_missing.join(" ")
+        ))
+    }
+}
+
+fn missing_packages(tools: &[Tool]) -> Vec<&'static str> {
+    let mut packages: Vec<&'static str> = Vec::new();
+    for tool in tools {
+        if find_program(tool.program).is_none() && !packages.contains(&tool.package) {
+            packages.push(tool.package);
+        }
+    }
+    packages
+}

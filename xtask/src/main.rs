@@ -1,0 +1,52 @@
+//! `cargo xtask`: the project's developer commands.
+//!
+//! - `demo`  — a broker, a token, the pod publisher and an independent subscriber, end to end.
+//! - `test`  — everything CI runs: fmt, clippy, the test suite, doc tests, the no_std check.
+//! - `nostd` — builds `nostd-check` (the core as a `#![no_std]` staticlib) and proves it links no
+//!   allocator.
+//! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
+//!
+//! Commands that need mosquitto install it with apt when run as root, and otherwise print the
+//! command to run.
+
+mod cmd;
+mod demo;
+mod install;
+mod nostd;
+mod pipeline;
+mod size;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  demo    run mosquitto, the pod publisher (10 messages, QoS 1) and a subscriber; check what arrived
+  test    cargo fmt --check, clippy -D warnings, the workspace tests, doc tests, then `nostd`
+  nostd   build nostd-check/ (no_std staticlib) and check with nm that no allocator is linked
+  size    flash and static RAM of the core; writes docs/footprint.md
+  help    this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["demo"] => demo::run(),
+        ["test"] => pipeline::run(),
+        ["nostd"] => nostd::run(),
+        ["size"] => size::run(),
+        ["help"] | ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        [] => Err(format!("no command given\n\n{USAGE}")),
+        _ => Err(format!("unknown arguments: {}\n\n{USAGE}", args.join(" "))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
