@@ -137,6 +137,9 @@ impl<E: TcpError> TcpError for GuardError<E> {
     }
 }
 
+/// Bytes read from the stack in one go, then handed to minimq as it asks.
+pub const READ_AHEAD: usize = 128;
+
 /// Socket handle given to minimq; the real socket stays inside the guard.
 #[derive(Debug)]
 pub struct GuardSocket(());
@@ -147,6 +150,7 @@ pub struct Guard<S: TcpClientStack> {
     socket: Option<S::TcpSocket>,
     gate: Gate,
     framer: Framer,
+    ahead: Vec<u8, READ_AHEAD>,
     connack: Option<ConnAck>,
     inflight: Deque<InFlight, WINDOW_MAX>,
     acked: Deque<Acked, WINDOW_MAX>,
@@ -164,6 +168,7 @@ impl<S: TcpClientStack> Guard<S> {
             socket: None,
             gate: Gate::Closed,
             framer: Framer::new(),
+            ahead: Vec::new(),
             connack: None,
             inflight: Deque::new(),
             acked: Deque::new(),
@@ -178,6 +183,7 @@ impl<S: TcpClientStack> Guard<S> {
     pub fn begin(&mut self) {
         self.gate = Gate::Open;
         self.framer.reset();
+        self.ahead.clear();
         self.connack = None;
         self.inflight.clear();
         self.acked.clear();
@@ -353,29 +359,46 @@ impl<S: TcpClientStack> Guard<S> {
         }
     }
 
+    /// Serves minimq from the read-ahead buffer, refilling it with one stack read. minimq asks
+    /// for a fixed header byte by byte; without read-ahead every PUBACK costs three or four
+    /// socket reads, with it one read serves a whole window of acknowledgements.
     fn receive(&mut self, buffer: &mut [u8]) -> nb::Result<usize, GuardError<S::Error>> {
         if self.end.is_some() || self.gate != Gate::Connected {
             return self.ended();
         }
-        let Some(socket) = self.socket.as_mut() else {
-            return self.ended();
-        };
-        match self.stack.receive(socket, buffer) {
-            Ok(0) if !buffer.is_empty() => {
-                // embedded-nal: no data is WouldBlock, so Ok(0) is the peer's FIN.
-                self.set_end(LinkEnd::PeerClosed);
-                self.ended()
-            }
-            Ok(n) => {
-                let bytes = buffer.get(..n).unwrap_or(buffer);
-                if let Err(end) = self.inspect(bytes) {
-                    self.set_end(end);
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        if self.ahead.is_empty() {
+            let Some(socket) = self.socket.as_mut() else {
+                return self.ended();
+            };
+            let mut chunk = [0u8; READ_AHEAD];
+            match self.stack.receive(socket, &mut chunk) {
+                Ok(0) => {
+                    // embedded-nal: no data is WouldBlock, so Ok(0) is the peer's FIN.
+                    self.set_end(LinkEnd::PeerClosed);
                     return self.ended();
                 }
-                Ok(n)
+                Ok(n) => {
+                    let bytes = chunk.get(..n).unwrap_or(&chunk);
+                    // Judged as they arrive: a bad packet ends the connection before minimq
+                    // sees any byte of it.
+                    if let Err(end) = self.inspect(bytes) {
+                        self.set_end(end);
+                        return self.ended();
+                    }
+                    // Never fails: n <= READ_AHEAD and the buffer was empty.
+                    let _ = self.ahead.extend_from_slice(bytes);
+                }
+                Err(e) => return self.stack_error(e),
             }
-            Err(e) => self.stack_error(e),
         }
+        let n = buffer.len().min(self.ahead.len());
+        buffer[..n].copy_from_slice(&self.ahead[..n]);
+        self.ahead.rotate_left(n);
+        self.ahead.truncate(self.ahead.len() - n);
+        Ok(n)
     }
 
     /// Frames inbound bytes and judges each complete packet before minimq may act on it.

@@ -23,6 +23,8 @@ pub struct Wire {
     pub sockets: u32,
     pub connects: u32,
     pub closes: u32,
+    /// Calls to `receive`.
+    pub receives: u32,
     /// Largest chunk one `send` accepts.
     pub send_limit: Option<usize>,
     /// `send` answers WouldBlock this many more times.
@@ -85,6 +87,7 @@ impl TcpClientStack for MockStack {
 
     fn receive(&mut self, _: &mut u32, buffer: &mut [u8]) -> nb::Result<usize, MockError> {
         let mut w = self.0.borrow_mut();
+        w.receives += 1;
         match w.rx.front_mut() {
             None => Err(nb::Error::WouldBlock),
             Some(Rx::Eof) => Ok(0),

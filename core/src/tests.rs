@@ -873,3 +873,71 @@ fn rotation_drains_disconnects_and_reconnects_with_the_new_token_without_gap_or_
     assert!(events.contains(&Event::Rotated { gap_ms: 5 }));
     assert_eq!(rig.publisher.progress().duplicates, 0);
 }
+
+#[test]
+fn one_socket_read_serves_a_whole_window_of_acknowledgements() {
+    let mut rig = Rig::new(config(Qos::AtLeastOnce, 10));
+    let status = rig.session(|i, w, _| {
+        match i {
+            1 => w.push(&connack(20)),
+            2 => {
+                assert_eq!(count_publishes(&w.take_written()), 10);
+                let acks: Vec<u8> = (1..=10u16).flat_map(|id| puback(id, 0x10)).collect();
+                w.push(&acks);
+                w.receives = 0;
+            }
+            _ => {}
+        }
+        true
+    });
+    assert_eq!(status, Status::Ended(End::Completed));
+    // minimq reads 1 + 1 + 3 bytes per PUBACK: 30 socket reads without the read-ahead.
+    assert!(rig.wire().receives <= 2, "{} reads", rig.wire().receives);
+}
+
+/// Random broker bytes in random chunks: the session may end, but never panics, and never
+/// writes after it ended.
+#[test]
+fn random_broker_bytes_never_panic() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..2_000 {
+        let mut rig = Rig::new(config(Qos::AtLeastOnce, 0));
+        let mut stream = connack(20);
+        // Half the cases start from a valid CONNACK, so later packets reach PUBACK handling.
+        if case % 2 == 0 {
+            stream.clear();
+        }
+        let len = (next() % 64) as usize;
+        stream.extend((0..len).map(|_| {
+            let r = next();
+            // Bias towards the packet types the guard reads.
+            match r % 4 {
+                0 => [0x20, 0x40, 0xd0, 0xe0][(r >> 8) as usize % 4],
+                _ => (r >> 16) as u8,
+            }
+        }));
+        let status = rig.session(|i, w, _| {
+            if i == 1 {
+                let mut rest = &stream[..];
+                while !rest.is_empty() {
+                    let take = ((next() % 7) as usize + 1).min(rest.len());
+                    w.push(&rest[..take]);
+                    rest = &rest[take..];
+                }
+                w.rx.push_back(Rx::Eof);
+            }
+            i < 40
+        });
+        assert!(
+            matches!(status, Status::Ended(_)),
+            "case {case}: {status:?}"
+        );
+        assert_eq!(rig.wire().closes, 1, "case {case}");
+    }
+}
