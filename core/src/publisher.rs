@@ -752,7 +752,10 @@ where
             }
         }
         if let Some(up_since) = self.connected_ms {
-            if now.saturating_sub(up_since) >= self.config.backoff.reset_after_ms {
+            // The broker took the token: a planned end (rotation, stop) or a connection that
+            // stayed up long enough says past failures no longer predict the next attempt.
+            let stayed_up = now.saturating_sub(up_since) >= self.config.backoff.reset_after_ms;
+            if stayed_up || !why.is_failure() {
                 self.backoff.reset();
             }
         }

@@ -941,3 +941,38 @@ fn random_broker_bytes_never_panic() {
         assert_eq!(rig.wire().closes, 1, "case {case}");
     }
 }
+
+#[test]
+fn a_rotation_after_refusals_starts_the_backoff_again_from_the_floor() {
+    // QoS 0: nothing in flight, so the rotation ends at the next poll.
+    let mut rig = Rig::new(config(Qos::AtMostOnce, 0));
+    for _ in 0..5 {
+        rig.session(|i, w, _| {
+            if i == 1 {
+                w.push(&[0x20, 0x03, 0x00, 0x87, 0x00]);
+            }
+            true
+        });
+        rig.wire().rx.clear();
+        rig.clock.advance(rig.publisher.wait_ms());
+    }
+    assert_eq!(rig.publisher.failures(), 5);
+    let mut buf = [0u8; BUF];
+    {
+        let mut s = rig.publisher.session(&mut buf, TOKEN).unwrap();
+        s.poll(&mut |_| ());
+        rig.wire.0.borrow_mut().push(&connack(20));
+        s.poll(&mut |_| ());
+        s.rotate();
+        assert_eq!(s.poll(&mut |_| ()), Status::Ended(End::Rotation));
+    }
+    assert_eq!(rig.publisher.failures(), 0);
+    rig.session(|i, w, _| {
+        if i == 1 {
+            w.rx.clear();
+            w.push(&[0x20, 0x03, 0x00, 0x87, 0x00]);
+        }
+        true
+    });
+    assert!(rig.publisher.wait_ms() <= 100, "back at the floor");
+}
