@@ -27,6 +27,9 @@ use crate::tools::{is_root, require_program, signal_child, terminate};
 use crate::wait::wait_until;
 use crate::{SAT_USERNAME, SUBSCRIBER_PASSWORD, SUBSCRIBER_USERNAME};
 
+// Stop, restart on the same port, persistence: `Broker::start_persistent`, `stop`, `resume`.
+mod restart;
+
 /// How long a broker may take to open its listener.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a start is retried when another process grabbed the chosen port first.

@@ -5,8 +5,9 @@
 //! an independent subscriber (`mosquitto_sub`) and the broker's own log saw. Nothing here links the
 //! satmqtt crates: the binary is tested from the outside, exactly as a pod operator runs it.
 //!
-//! What this crate deliberately leaves out: network namespaces (smoltcp/TAP tests) and
-//! the TCP fault proxy; they come with the tests that need them.
+//! What this crate deliberately leaves out: network namespaces (smoltcp/TAP tests); they come
+//! with the tests that need them. The TCP fault proxy ([`FaultProxy`]) cuts connections at
+//! seeded random byte offsets.
 //!
 //! Every wait in here is bounded in time and polls a condition; none is a bare sleep. A missing
 //! `mosquitto` installation is a panic that names the package to install, never a silent skip.
@@ -36,6 +37,7 @@
 
 pub mod bed;
 pub mod broker;
+pub mod proxy;
 pub mod publisher;
 pub mod sequence;
 pub mod subscriber;
@@ -46,6 +48,7 @@ pub mod wait;
 
 pub use bed::TestBed;
 pub use broker::{Broker, BrokerLog, Connect};
+pub use proxy::{FaultProxy, Faults, ProxyStats};
 pub use publisher::{Publisher, PublisherBuilder};
 pub use sequence::Sequence;
 pub use subscriber::{Received, Subscriber};

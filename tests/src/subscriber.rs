@@ -20,6 +20,9 @@ use crate::tools::{random_hex, require_program, run_bounded, terminate};
 use crate::wait::wait_until;
 use crate::{Broker, SUBSCRIBER_PASSWORD, SUBSCRIBER_USERNAME};
 
+// A subscriber with a persistent session: `Subscriber::start_persistent`.
+mod persistent;
+
 /// How long the subscription may take to be acknowledged.
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Payloads starting with this are sync markers, never reported as received.
