@@ -34,6 +34,81 @@ pub const MOSQUITTO: &[Tool] = &[
     },
 ];
 
+/// What the rest of the test suite runs: `nm` and `ld` (nostd check, footprint), `ip` (the
+/// smoltcp TAP test's network namespace), `kubectl` (renders deploy/'s kustomization offline;
+/// Debian's `kubernetes-client` is old but its built-in kustomize handles our plain resource
+/// list).
+pub const TEST_TOOLS: &[Tool] = &[
+    Tool {
+        program: "nm",
+        package: "binutils",
+    },
+    Tool {
+        program: "ld",
+        package: "binutils",
+    },
+    Tool {
+        program: "ip",
+        package: "iproute2",
+    },
+    Tool {
+        program: "kubectl",
+        package: "kubernetes-client",
+    },
+];
+
+/// Python and pip, for `kubernetes-validate`.
+pub const PYTHON: &[Tool] = &[
+    Tool {
+        program: "python3",
+        package: "python3",
+    },
+    Tool {
+        program: "pip3",
+        package: "python3-pip",
+    },
+];
+
+/// The Kubernetes manifest validator `tests/tests/deploy.rs` runs on `deploy/` (PyPI), pinned.
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Installs [`KUBERNETES_VALIDATE`] with pip when python3 cannot import it (Python and pip
+/// themselves come from apt, see [`ensure`]).
+pub fn ensure_kubernetes_validate() -> Result<(), String> {
+    ensure(PYTHON)?;
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import kubernetes_validate, yaml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    println!("==> installing {KUBERNETES_VALIDATE}");
+    let pip = |extra: &[&str]| {
+        cmd::run(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg(KUBERNETES_VALIDATE),
+        )
+    };
+    if pip(&[]).is_err() {
+        // Debian's own python3 refuses pip installs outside a virtualenv (PEP 668).
+        pip(&["--break-system-packages"])?;
+    }
+    if importable() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pip installed {KUBERNETES_VALIDATE}, but python3 still cannot import it"
+        ))
+    }
+}
+
 /// Installs the packages of any missing `tools` with apt when running as root; otherwise fails with
 /// the exact command to run.
 pub fn ensure(tools: &[Tool]) -> Result<(), String> {

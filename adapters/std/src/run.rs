@@ -62,6 +62,12 @@ pub enum Note<'a> {
         /// Seconds until `exp`.
         expires_in_s: u64,
     },
+    /// The token of the live connection is past its `exp` and no new one has appeared; the
+    /// broker may drop the connection at any time.
+    TokenExpiredInUse {
+        /// Seconds since `exp`.
+        ago_s: u64,
+    },
     /// The token on disk is past its `exp`; no connection is attempted with it.
     TokenExpired {
         /// Seconds since `exp`.
@@ -138,6 +144,7 @@ where
     let mut buffer = Zeroizing::new(Vec::new());
     // The token of the last attempt: only a different one lifts the backoff.
     let mut last_token: Option<Token> = None;
+    let mut backoff_settle: Option<Duration> = None;
     loop {
         if publisher.is_finished() {
             return Ok(Outcome::Finished(publisher.progress()));
@@ -147,15 +154,24 @@ where
         }
         let wait = publisher.wait_ms();
         if wait > 0 {
-            let timeout = Duration::from_millis(wait).min(MAX_SLEEP);
+            let mut timeout = Duration::from_millis(wait).min(MAX_SLEEP);
+            if let Some(d) = backoff_settle {
+                timeout = timeout.min(d);
+            }
             wait_socket::<crate::StdSocket>(None, timeout, false, Some(watcher.wake_fd()))
                 .map_err(RunError::Wait)?;
-            if watcher.check() == Watch::Changed {
-                // A new token deserves an attempt now, whatever the last one earned.
-                let fresh = tokens.load().ok();
-                if fresh.is_some() && fresh != last_token {
-                    publisher.retry_now();
+            backoff_settle = None;
+            match watcher.check() {
+                Watch::Changed => {
+                    // A new token deserves an attempt now, whatever the last one earned.
+                    let fresh = tokens.load().ok();
+                    if fresh.is_some() && fresh != last_token {
+                        publisher.retry_now();
+                    }
                 }
+                // The wake pipe is drained: wait out the settling period, not MAX_SLEEP.
+                Watch::Settling(d) => backoff_settle = Some(d),
+                Watch::Quiet => {}
             }
             continue;
         }
@@ -205,26 +221,24 @@ where
                     Watch::Settling(d) => settle = Some(d),
                     Watch::Quiet => {}
                 }
-                if let Freshness::Expiring { expires_in_s }
-                | Freshness::Expired {
-                    ago_s: expires_in_s,
-                } = freshness(token_times, unix_now(), margin_s)
+                let mut expiring = None;
+                if let f @ (Freshness::Expiring { .. } | Freshness::Expired { .. }) =
+                    freshness(token_times, unix_now(), margin_s)
                 {
                     if last_recheck.elapsed() >= EXPIRING_RECHECK {
                         reread = true;
                         last_recheck = Instant::now();
-                        if !expiring_warned {
-                            notify(Note::TokenExpiring { expires_in_s });
-                        }
-                        expiring_warned = true;
+                        expiring = Some(f);
                     }
                     settle = Some(
                         settle.map_or(EXPIRING_RECHECK, |d: Duration| d.min(EXPIRING_RECHECK)),
                     );
                 }
+                let mut changed = false;
                 if reread {
                     if let Ok(fresh) = tokens.load() {
                         if fresh != token {
+                            changed = true;
                             token_times = times(&fresh);
                             notify(Note::TokenChanged {
                                 exp: token_times.exp,
@@ -233,6 +247,18 @@ where
                             rotating = true;
                         }
                     }
+                }
+                // Warn once, and only when the re-read found nothing newer.
+                if let (Some(f), false, false) = (expiring, changed, expiring_warned) {
+                    expiring_warned = true;
+                    notify(match f {
+                        Freshness::Expired { ago_s } => Note::TokenExpiredInUse { ago_s },
+                        _ => Note::TokenExpiring {
+                            expires_in_s: token_times
+                                .exp
+                                .map_or(0, |e| e.saturating_sub(unix_now())),
+                        },
+                    });
                 }
             }
             match session.poll(&mut |event| notify(Note::Event(event))) {

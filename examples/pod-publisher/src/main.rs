@@ -2,7 +2,9 @@
 //! pod's projected service-account token and publishes `samplepayload<N>` to `sampletopic`,
 //! re-reading the token before every connection.
 
+mod heartbeat;
 mod logger;
+mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -21,6 +23,9 @@ use satmqtt_std::{
 
 /// Exit code for a configuration or token problem found at start-up.
 const EXIT_CONFIG: u8 = 2;
+
+/// Longest delay between two attempts to resolve the broker's host name.
+const DNS_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Publishes `<prefix><N>` over MQTT v5 as `$sat` with a Kubernetes service-account token.
 #[derive(Parser, Debug)]
@@ -104,6 +109,20 @@ struct Args {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "SATMQTT_LOG", default_value = "info")]
     log_level: log::LevelFilter,
+    /// Log format: text (for people) or json (one object per line: ts, level, client_id, msg).
+    #[arg(long, env = "SATMQTT_LOG_FORMAT", value_enum, default_value_t = logger::Format::Text)]
+    log_format: logger::Format,
+    /// File refreshed (at most once a second) while the publisher makes progress or retries,
+    /// for a liveness probe; put it on a writable volume such as an emptyDir.
+    #[arg(long, env = "SATMQTT_HEARTBEAT_FILE")]
+    heartbeat_file: Option<std::path::PathBuf>,
+    /// Probe mode: exit 0 if FILE (a --heartbeat-file) was refreshed within --max-age-s, else
+    /// 1; publishes nothing. For an exec liveness probe (no shell needed).
+    #[arg(long, value_name = "FILE")]
+    check_heartbeat: Option<std::path::PathBuf>,
+    /// With --check-heartbeat: the oldest heartbeat still alive, in seconds.
+    #[arg(long, default_value_t = 120, requires = "check_heartbeat")]
+    max_age_s: u64,
 }
 
 impl Args {
@@ -129,9 +148,54 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let (mut args, matches) = settings::parse();
+    if let Some(file) = &args.check_heartbeat {
+        return heartbeat::check(file, args.max_age_s);
+    }
+    // Flags and SATMQTT_* are clap's; the AIO_* layer goes under them.
+    let origins = settings::resolve(
+        &mut args,
+        &|id| settings::Given::from_matches(&matches, id),
+        &|name| std::env::var(name).ok(),
+    );
     let client_id = args.client_id();
-    logger::init(args.log_level, &client_id);
+    logger::init(args.log_level, &client_id, args.log_format);
+    match origins {
+        Ok(origins) => {
+            info!("configuration: {}", origins.describe(&args));
+            for warning in &origins.warnings {
+                warn!("{warning}");
+            }
+        }
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let mut heartbeat = None;
+    if let Some(path) = &args.heartbeat_file {
+        match heartbeat::Heartbeat::start(path) {
+            Ok(started) => {
+                let bound = heartbeat::quiet_bound(
+                    args.interval_ms,
+                    args.backoff_cap_ms,
+                    args.connect_timeout_ms,
+                    args.keepalive_s,
+                );
+                info!(
+                    "heartbeat file {}: refreshed while publishing or retrying, at least every \
+                     {} s with these settings; give the liveness probe a larger --max-age-s",
+                    path.display(),
+                    bound.as_secs()
+                );
+                heartbeat = Some(started);
+            }
+            Err(e) => {
+                error!("cannot write the heartbeat file {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -170,7 +234,11 @@ fn main() -> ExitCode {
         None
     };
     let port = args.port.unwrap_or(if args.tls { 8883 } else { 1883 });
-    let Some(broker) = resolve(&args.host, port, &stop) else {
+    let Some(broker) = resolve(&args.host, port, &stop, &mut || {
+        if let Some(heartbeat) = &mut heartbeat {
+            heartbeat.beat();
+        }
+    }) else {
         info!("stopped before the broker address was known");
         return ExitCode::SUCCESS;
     };
@@ -278,10 +346,12 @@ fn summary(p: &Progress) -> String {
     )
 }
 
-/// Resolves the broker, retrying with a growing delay (cluster DNS may lag pod start-up).
-fn resolve(host: &str, port: u16, stop: &AtomicBool) -> Option<SocketAddr> {
+/// Resolves the broker, retrying with a growing delay (cluster DNS may lag pod start-up);
+/// `beat` is called on every attempt (retrying is progress).
+fn resolve(host: &str, port: u16, stop: &AtomicBool, beat: &mut dyn FnMut()) -> Option<SocketAddr> {
     let mut delay = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
+        beat();
         match (host, port).to_socket_addrs() {
             Ok(addrs) => {
                 let addrs: Vec<_> = addrs.collect();
@@ -294,7 +364,7 @@ fn resolve(host: &str, port: u16, stop: &AtomicBool) -> Option<SocketAddr> {
         }
         // Interruptible by SIGTERM.
         let _ = wait_readable(None, delay);
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(DNS_RETRY_CAP);
     }
     None
 }
@@ -324,6 +394,8 @@ struct Report {
     failures: u32,
     /// The TLS stack's last failure text (the core only reports `Network(kind)`).
     stack_errors: LastError,
+    /// Refreshed on every note: each one is progress, or a retry.
+    heartbeat: Option<heartbeat::Heartbeat>,
 }
 
 impl Report {
@@ -339,10 +411,19 @@ impl Report {
             acked_through: None,
             failures: 0,
             stack_errors,
+            // main() has checked the path by writing it once; should it fail now, there is no
+            // heartbeat, which is exactly what the liveness probe will report.
+            heartbeat: args
+                .heartbeat_file
+                .as_deref()
+                .and_then(|path| heartbeat::Heartbeat::start(path).ok()),
         }
     }
 
     fn note(&mut self, note: Note<'_>) {
+        if let Some(heartbeat) = &mut self.heartbeat {
+            heartbeat.beat();
+        }
         match note {
             Note::Event(event) => self.event(event),
             Note::TokenUnavailable { error, retry_in_ms } => {
@@ -366,6 +447,11 @@ impl Report {
             Note::TokenExpired { ago_s, retry_in_ms } => warn!(
                 "token in {} expired {ago_s} s ago: not connecting with it; waiting for the \
                  kubelet to refresh it, next check in {retry_in_ms} ms",
+                self.token_path
+            ),
+            Note::TokenExpiredInUse { ago_s } => warn!(
+                "the token in use expired {ago_s} s ago and {} holds no new one: the broker \
+                 may drop the connection; it will not be re-used for a new one",
                 self.token_path
             ),
             Note::WatchDegraded(e) => warn!(
