@@ -19,7 +19,7 @@ const PACKAGE: &str = "pod-publisher";
 /// Upper bound for building it (a cold build of the workspace included).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 /// Environment variables removed from the publisher's environment so the test controls its
-/// configuration completely (`SATMQTT_*` are removed by prefix).
+/// configuration completely (`SATMQTT_*` and `AIO_*` are removed by prefix).
 const SCRUBBED_ENV: &[&str] = &["POD_NAME", "HOSTNAME", "RUST_LOG"];
 
 static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -193,7 +193,7 @@ impl PublisherBuilder {
     }
 
     /// An environment variable. The publisher otherwise gets the test's environment minus
-    /// `SATMQTT_*`, `POD_NAME`, `HOSTNAME` and `RUST_LOG`.
+    /// `SATMQTT_*`, `AIO_*`, `POD_NAME`, `HOSTNAME` and `RUST_LOG`.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
@@ -213,9 +213,9 @@ impl PublisherBuilder {
         };
         let mut command = Command::new(binary);
         for (key, _) in std::env::vars_os() {
-            let scrub = key
-                .to_str()
-                .is_some_and(|k| k.starts_with("SATMQTT_") || SCRUBBED_ENV.contains(&k));
+            let scrub = key.to_str().is_some_and(|k| {
+                k.starts_with("SATMQTT_") || k.starts_with("AIO_") || SCRUBBED_ENV.contains(&k)
+            });
             if scrub {
                 command.env_remove(&key);
             }
