@@ -150,7 +150,10 @@ pub struct Guard<S: TcpClientStack> {
     socket: Option<S::TcpSocket>,
     gate: Gate,
     framer: Framer,
-    ahead: Vec<u8, READ_AHEAD>,
+    ahead: [u8; READ_AHEAD],
+    /// Unread bytes of `ahead`: `ahead_start..ahead_end`.
+    ahead_start: usize,
+    ahead_end: usize,
     connack: Option<ConnAck>,
     inflight: Deque<InFlight, WINDOW_MAX>,
     acked: Deque<Acked, WINDOW_MAX>,
@@ -168,7 +171,9 @@ impl<S: TcpClientStack> Guard<S> {
             socket: None,
             gate: Gate::Closed,
             framer: Framer::new(),
-            ahead: Vec::new(),
+            ahead: [0; READ_AHEAD],
+            ahead_start: 0,
+            ahead_end: 0,
             connack: None,
             inflight: Deque::new(),
             acked: Deque::new(),
@@ -183,7 +188,7 @@ impl<S: TcpClientStack> Guard<S> {
     pub fn begin(&mut self) {
         self.gate = Gate::Open;
         self.framer.reset();
-        self.ahead.clear();
+        (self.ahead_start, self.ahead_end) = (0, 0);
         self.connack = None;
         self.inflight.clear();
         self.acked.clear();
@@ -369,35 +374,34 @@ impl<S: TcpClientStack> Guard<S> {
         if buffer.is_empty() {
             return Ok(0);
         }
-        if self.ahead.is_empty() {
+        if self.ahead_start == self.ahead_end {
             let Some(socket) = self.socket.as_mut() else {
                 return self.ended();
             };
-            let mut chunk = [0u8; READ_AHEAD];
-            match self.stack.receive(socket, &mut chunk) {
+            match self.stack.receive(socket, &mut self.ahead) {
                 Ok(0) => {
                     // embedded-nal: no data is WouldBlock, so Ok(0) is the peer's FIN.
                     self.set_end(LinkEnd::PeerClosed);
                     return self.ended();
                 }
                 Ok(n) => {
-                    let bytes = chunk.get(..n).unwrap_or(&chunk);
+                    let n = n.min(READ_AHEAD);
+                    let chunk = self.ahead;
                     // Judged as they arrive: a bad packet ends the connection before minimq
                     // sees any byte of it.
-                    if let Err(end) = self.inspect(bytes) {
+                    if let Err(end) = self.inspect(&chunk[..n]) {
                         self.set_end(end);
                         return self.ended();
                     }
-                    // Never fails: n <= READ_AHEAD and the buffer was empty.
-                    let _ = self.ahead.extend_from_slice(bytes);
+                    (self.ahead_start, self.ahead_end) = (0, n);
                 }
                 Err(e) => return self.stack_error(e),
             }
         }
-        let n = buffer.len().min(self.ahead.len());
-        buffer[..n].copy_from_slice(&self.ahead[..n]);
-        self.ahead.rotate_left(n);
-        self.ahead.truncate(self.ahead.len() - n);
+        let ready = &self.ahead[self.ahead_start..self.ahead_end];
+        let n = buffer.len().min(ready.len());
+        buffer[..n].copy_from_slice(&ready[..n]);
+        self.ahead_start += n;
         Ok(n)
     }
 

@@ -5,10 +5,12 @@
 //! - `nostd` — builds `nostd-check` (the core as a `#![no_std]` staticlib) and proves it links no
 //!   allocator.
 //! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
+//! - `bench` — satmqtt against the wire limit and its peers; docs/benchmarks.md, docs/bench.svg.
 //!
 //! Commands that need mosquitto install it with apt when run as root, and otherwise print the
 //! command to run.
 
+mod bench;
 mod cmd;
 mod demo;
 mod install;
@@ -26,6 +28,9 @@ commands:
   test    cargo fmt --check, clippy -D warnings, the workspace tests, doc tests, then `nostd`
   nostd   build nostd-check/ (no_std staticlib) and check with nm that no allocator is linked
   size    flash and static RAM of the core; writes docs/footprint.md
+  bench   throughput, CPU, RSS, allocations vs the raw limit, rumqttc, Paho C, mosquitto_pub;
+          writes docs/benchmarks.md and docs/bench.svg (about 5 minutes); extra arguments go
+          to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5)
   help    this text";
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         ["test"] => pipeline::run(),
         ["nostd"] => nostd::run(),
         ["size"] => size::run(),
+        ["bench", ref extra @ ..] => bench::run(extra),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -211,7 +211,7 @@ impl TcpClientStack for StdStack {
         let stream = socket
             .stream
             .as_mut()
-            .ok_or(nb::Error::Other(StdError::not_connected("send")))?;
+            .ok_or_else(|| nb::Error::Other(StdError::not_connected("send")))?;
         stream
             .write(buffer)
             .map_err(|e| self.record(nb_error("send", peer, e)))
@@ -226,7 +226,7 @@ impl TcpClientStack for StdStack {
         let stream = socket
             .stream
             .as_mut()
-            .ok_or(nb::Error::Other(StdError::not_connected("receive")))?;
+            .ok_or_else(|| nb::Error::Other(StdError::not_connected("receive")))?;
         // Ok(0) on a non-empty buffer is EOF; it is passed on as is, the core decides.
         stream
             .read(buffer)

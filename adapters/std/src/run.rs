@@ -17,7 +17,7 @@ use crate::watch::{TokenWatcher, Watch};
 use crate::StdClock;
 
 /// Longest single sleep, so a stop request is seen even if a signal is missed.
-const MAX_SLEEP: Duration = Duration::from_millis(500);
+const MAX_SLEEP: Duration = Duration::from_millis(1_000);
 
 /// How often the token file is re-read while the current token is inside its expiry margin.
 const EXPIRING_RECHECK: Duration = Duration::from_secs(1);

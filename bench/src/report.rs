@@ -1,0 +1,742 @@
+//! What one `cargo xtask bench` run measured, and its text and Markdown renderings.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::stats::{thousands, Summary};
+
+/// Where and with what the bench ran.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// UTC date and time of the run.
+    pub date: String,
+    /// Logical CPUs.
+    pub cores: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// (component, version).
+    pub versions: Vec<(String, String)>,
+    /// Messages per throughput run.
+    pub count: u64,
+    /// Repetitions of each configuration.
+    pub reps: usize,
+    /// Wall time of the whole bench.
+    pub elapsed: Duration,
+    /// What could not be measured, and why.
+    pub notes: Vec<String>,
+}
+
+/// One throughput run of one client.
+#[derive(Debug, Clone, Copy)]
+pub struct TpSample {
+    /// Distinct messages delivered per second, from the client's start to the subscriber's last
+    /// arrival.
+    pub e2e: f64,
+    /// Messages per second from the client's start to its exit.
+    pub client: f64,
+    /// User + system CPU seconds of the client process.
+    pub cpu_s: f64,
+    /// Peak RSS, KiB.
+    pub rss_kib: u64,
+    /// Distinct messages the subscriber received.
+    pub delivered: u64,
+    /// Messages it received more than once.
+    pub duplicates: u64,
+    /// Messages published.
+    pub count: u64,
+}
+
+/// All runs of one throughput configuration.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// Stable key, e.g. `satmqtt-q1`.
+    pub key: &'static str,
+    /// Client name.
+    pub label: &'static str,
+    /// QoS.
+    pub qos: u8,
+    /// QoS 1 window as shown, e.g. "10" or "20 (RM)".
+    pub window: String,
+    /// One per repetition that completed.
+    pub samples: Vec<TpSample>,
+    /// Repetitions that failed, and why.
+    pub errors: Vec<String>,
+}
+
+impl Throughput {
+    fn summary(&self, f: impl Fn(&TpSample) -> f64) -> Option<Summary> {
+        Summary::of(&self.samples.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// Delivered messages per second, end to end.
+    pub fn rate(&self) -> Option<Summary> {
+        self.summary(|s| s.e2e)
+    }
+
+    /// CPU microseconds per message.
+    pub fn cpu_us(&self) -> Option<Summary> {
+        self.summary(|s| s.cpu_s * 1e6 / s.count as f64)
+    }
+
+    /// Peak RSS, MiB.
+    pub fn rss_mib(&self) -> Option<Summary> {
+        self.summary(|s| s.rss_kib as f64 / 1024.0)
+    }
+
+    fn delivery(&self) -> String {
+        if self.samples.is_empty() {
+            return "—".into();
+        }
+        let lost: u64 = self.samples.iter().map(|s| s.count - s.delivered).sum();
+        let dup: u64 = self.samples.iter().map(|s| s.duplicates).sum();
+        match (lost, dup) {
+            (0, 0) => "all".into(),
+            (0, d) => format!("all, {d} dup"),
+            (l, 0) => format!("{l} lost"),
+            (l, d) => format!("{l} lost, {d} dup"),
+        }
+    }
+}
+
+/// One fixed-rate run of one client.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSample {
+    /// CPU seconds per 1 000 messages between two samples taken after start-up.
+    pub steady: f64,
+    /// CPU seconds per 1 000 messages over the whole process (start-up included).
+    pub total: f64,
+    /// Peak RSS, KiB.
+    pub rss_kib: u64,
+}
+
+/// All runs of one client at one rate.
+#[derive(Debug, Clone)]
+pub struct RateRow {
+    /// Stable key, e.g. `satmqtt`.
+    pub key: &'static str,
+    /// Client name.
+    pub label: &'static str,
+    /// Messages per second.
+    pub rate: u32,
+    /// One per repetition.
+    pub samples: Vec<RateSample>,
+    /// Failures.
+    pub errors: Vec<String>,
+}
+
+impl RateRow {
+    /// Steady-state CPU milliseconds per 1 000 messages.
+    pub fn steady_ms(&self) -> Option<Summary> {
+        Summary::of(
+            &self
+                .samples
+                .iter()
+                .map(|s| s.steady * 1e3)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn total_ms(&self) -> Option<Summary> {
+        Summary::of(
+            &self
+                .samples
+                .iter()
+                .map(|s| s.total * 1e3)
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// Heap allocations in satmqtt's steady state.
+#[derive(Debug, Clone, Copy)]
+pub struct Allocs {
+    /// QoS.
+    pub qos: u8,
+    /// Messages in the measured window.
+    pub messages: u64,
+    /// Allocations in the window.
+    pub allocations: u64,
+    /// Bytes allocated in the window.
+    pub bytes: u64,
+    /// Allocations of the whole run (start-up, connect, drain included).
+    pub run_allocations: u64,
+}
+
+/// Token rotation under load.
+#[derive(Debug, Clone, Default)]
+pub struct Rotation {
+    /// `Event::Rotated { gap_ms }`: from the rotation decision to the first publish on the new
+    /// session.
+    pub gap_ms: Vec<f64>,
+    /// From the kubelet-style token write to that publish (inotify and drain included).
+    pub write_to_publish_ms: Vec<f64>,
+    /// Messages published / delivered / delivered twice.
+    pub count: u64,
+    /// Distinct messages the subscriber got.
+    pub delivered: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+}
+
+/// Broker restarts under load.
+#[derive(Debug, Clone, Default)]
+pub struct Restart {
+    /// From the new broker's listener being up to the publisher's first PUBACK.
+    pub up_to_ack_ms: Vec<f64>,
+    /// From SIGTERM to the old broker to that PUBACK.
+    pub down_to_ack_ms: Vec<f64>,
+    /// Messages acknowledged in the end, out of `count`.
+    pub acked: u64,
+    /// Messages published.
+    pub count: u64,
+}
+
+/// System calls per message, counted with `strace -f -c`.
+#[derive(Debug, Clone)]
+pub struct Syscalls {
+    /// Client name.
+    pub label: &'static str,
+    /// QoS.
+    pub qos: u8,
+    /// Messages published in the traced run.
+    pub messages: u64,
+    /// (syscall, calls), most frequent first.
+    pub calls: Vec<(String, u64)>,
+}
+
+impl Syscalls {
+    fn total(&self) -> u64 {
+        self.calls.iter().map(|(_, n)| n).sum()
+    }
+
+    fn per_msg(&self, n: u64) -> f64 {
+        n as f64 / self.messages as f64
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    /// Machine, versions, settings.
+    pub meta: Meta,
+    /// Throughput configurations, in table order.
+    pub throughput: Vec<Throughput>,
+    /// Fixed-rate CPU runs.
+    pub rates: Vec<RateRow>,
+    /// satmqtt allocation counts.
+    pub allocs: Vec<Allocs>,
+    /// Token rotation.
+    pub rotation: Option<Rotation>,
+    /// Broker restart.
+    pub restart: Option<Restart>,
+    /// System call counts.
+    pub syscalls: Vec<Syscalls>,
+    /// Measurements that failed outright.
+    pub errors: Vec<String>,
+}
+
+impl Results {
+    /// The throughput configuration with `key`.
+    pub fn tp(&self, key: &str) -> Option<&Throughput> {
+        self.throughput.iter().find(|t| t.key == key)
+    }
+
+    fn rate_row(&self, key: &str, rate: u32) -> Option<&RateRow> {
+        self.rates.iter().find(|r| r.key == key && r.rate == rate)
+    }
+
+    fn tp_ratio(&self, a: &str, b: &str) -> Option<f64> {
+        Some(self.tp(a)?.rate()?.median / self.tp(b)?.rate()?.median)
+    }
+
+    fn cpu_ratio(&self, a: &str, b: &str) -> Option<f64> {
+        Some(self.tp(a)?.cpu_us()?.median / self.tp(b)?.cpu_us()?.median)
+    }
+
+    fn rate_ratio(&self, a: &str, b: &str, rate: u32) -> Option<f64> {
+        Some(
+            self.rate_row(a, rate)?.steady_ms()?.median
+                / self.rate_row(b, rate)?.steady_ms()?.median,
+        )
+    }
+
+    /// (target, measured, met) rows.
+    pub fn targets(&self) -> Vec<(String, String, Option<bool>)> {
+        let mut rows = Vec::new();
+        let ratio = |r: Option<f64>| r.map_or("not measured".to_owned(), |r| format!("{r:.2}×"));
+        let q0 = self.tp_ratio("satmqtt-q0", "raw-q0");
+        rows.push((
+            "QoS 0 end to end ≥ 0.95× the raw limit".to_owned(),
+            ratio(q0),
+            q0.map(|r| r >= 0.95),
+        ));
+        for (peer, name) in [("rumqttc-q0", "rumqttc"), ("paho-q0", "Paho C")] {
+            let r = self.tp_ratio("satmqtt-q0", peer);
+            rows.push((
+                format!("QoS 0 ahead of {name}"),
+                ratio(r),
+                r.map(|r| r > 1.0),
+            ));
+        }
+        let q1 = self.tp_ratio("satmqtt-q1", "raw-q1-w10");
+        rows.push((
+            "QoS 1 ≥ 0.9× the raw client with the same 10-message window".to_owned(),
+            ratio(q1),
+            q1.map(|r| r >= 0.9),
+        ));
+        let r = self.tp_ratio("satmqtt-q1", "paho-q1");
+        rows.push((
+            "QoS 1 ahead of Paho C".to_owned(),
+            ratio(r),
+            r.map(|r| r > 1.0),
+        ));
+        for rate in [100, 1] {
+            let r = self.rate_ratio("satmqtt", "rumqttc", rate);
+            rows.push((
+                format!("CPU per message at {rate} msg/s ≤ rumqttc"),
+                ratio(r),
+                r.map(|r| r <= 1.0),
+            ));
+        }
+        for qos in [0, 1] {
+            let r = self.cpu_ratio(&format!("satmqtt-q{qos}"), &format!("rumqttc-q{qos}"));
+            rows.push((
+                format!("CPU per message flat out at QoS {qos} ≤ rumqttc"),
+                ratio(r),
+                r.map(|r| r <= 1.0),
+            ));
+        }
+        let rss = self
+            .throughput
+            .iter()
+            .filter(|t| t.key.starts_with("satmqtt"))
+            .flat_map(|t| t.samples.iter().map(|s| s.rss_kib))
+            .chain(
+                self.rates
+                    .iter()
+                    .filter(|r| r.key == "satmqtt")
+                    .flat_map(|r| r.samples.iter().map(|s| s.rss_kib)),
+            )
+            .max();
+        rows.push((
+            "peak RSS ≤ 4 MiB".to_owned(),
+            rss.map_or("not measured".into(), |k| {
+                format!("{:.2} MiB (largest run)", k as f64 / 1024.0)
+            }),
+            rss.map(|k| k <= 4096),
+        ));
+        let allocs: Option<(u64, u64)> = (!self.allocs.is_empty()).then(|| {
+            self.allocs
+                .iter()
+                .fold((0, 0), |(a, m), x| (a + x.allocations, m + x.messages))
+        });
+        rows.push((
+            "0 heap allocations per message".to_owned(),
+            allocs.map_or("not measured".into(), |(a, m)| {
+                format!("{a} in {} messages", thousands(m as f64))
+            }),
+            allocs.map(|(a, _)| a == 0),
+        ));
+        rows
+    }
+}
+
+fn opt(s: Option<Summary>, f: impl Fn(f64) -> String) -> String {
+    s.map_or_else(|| "—".to_owned(), |s| s.show(f))
+}
+
+fn rate_fmt(x: f64) -> String {
+    thousands(x)
+}
+
+fn ratio_of(results: &Results, t: &Throughput, base: &str) -> String {
+    match (t.rate(), results.tp(base).and_then(Throughput::rate)) {
+        (Some(a), Some(b)) => format!("{:.2}", a.median / b.median),
+        _ => "—".into(),
+    }
+}
+
+fn limit_key(t: &Throughput) -> &'static str {
+    if t.qos == 0 {
+        "raw-q0"
+    } else {
+        "raw-q1"
+    }
+}
+
+/// Plain-text tables for stdout.
+pub fn text(results: &Results) -> String {
+    let mut out = String::new();
+    let m = &results.meta;
+    let _ = writeln!(
+        out,
+        "\nsatmqtt bench: {} messages per run, {} repetitions, median [min–max]; {} cores, {}",
+        thousands(m.count as f64),
+        m.reps,
+        m.cores,
+        m.cpu
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
+        "client",
+        "QoS",
+        "window",
+        "delivered msg/s",
+        "÷ limit",
+        "CPU µs/msg",
+        "peak RSS MiB",
+        "delivered"
+    );
+    for t in &results.throughput {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
+            t.label,
+            t.qos,
+            t.window,
+            opt(t.rate(), rate_fmt),
+            ratio_of(results, t, limit_key(t)),
+            opt(t.cpu_us(), |x| format!("{x:.2}")),
+            opt(t.rss_mib(), |x| format!("{x:.1}")),
+            t.delivery(),
+        );
+        for e in &t.errors {
+            let _ = writeln!(out, "    ! {e}");
+        }
+    }
+    if !results.rates.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>8} {:>34} {:>26} {:>14}",
+            "client (QoS 1)",
+            "rate",
+            "CPU ms / 1000 msgs (steady)",
+            "incl. start-up",
+            "peak RSS MiB"
+        );
+        for r in &results.rates {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>6}/s {:>34} {:>26} {:>14}",
+                r.label,
+                r.rate,
+                opt(r.steady_ms(), |x| format!("{x:.1}")),
+                opt(r.total_ms(), |x| format!("{x:.0}")),
+                opt(
+                    Summary::of(
+                        &r.samples
+                            .iter()
+                            .map(|s| s.rss_kib as f64 / 1024.0)
+                            .collect::<Vec<_>>()
+                    ),
+                    |x| format!("{x:.1}")
+                ),
+            );
+            for e in &r.errors {
+                let _ = writeln!(out, "    ! {e}");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    for line in satmqtt_lines(results) {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "\ntargets:");
+    for (target, measured, met) in results.targets() {
+        let mark = match met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "?",
+        };
+        let _ = writeln!(out, "  {mark:<8} {target}: {measured}");
+    }
+    for n in results.meta.notes.iter().chain(&results.errors) {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}
+
+fn satmqtt_lines(results: &Results) -> Vec<String> {
+    let mut lines = Vec::new();
+    for a in &results.allocs {
+        lines.push(format!(
+            "satmqtt heap allocations, QoS {}: {} in {} steady-state messages ({:.4} per message, {} bytes); {} in the whole run",
+            a.qos,
+            a.allocations,
+            thousands(a.messages as f64),
+            a.allocations as f64 / a.messages as f64,
+            a.bytes,
+            a.run_allocations
+        ));
+    }
+    if let Some(r) = &results.rotation {
+        lines.push(format!(
+            "token rotation at 100 msg/s QoS 1: publishing paused {} ms (core's gap_ms); token write → first publish on the new session {} ms; {} of {} delivered, {} duplicates",
+            opt(Summary::of(&r.gap_ms), |x| format!("{x:.0}")),
+            opt(Summary::of(&r.write_to_publish_ms), |x| format!("{x:.0}")),
+            r.delivered,
+            r.count,
+            r.duplicates
+        ));
+    }
+    if let Some(r) = &results.restart {
+        lines.push(format!(
+            "broker restart at 100 msg/s QoS 1: listener up → first PUBACK {} ms; SIGTERM → first PUBACK {} ms; {} of {} acknowledged",
+            opt(Summary::of(&r.up_to_ack_ms), |x| format!("{x:.0}")),
+            opt(Summary::of(&r.down_to_ack_ms), |x| format!("{x:.0}")),
+            r.acked,
+            r.count
+        ));
+    }
+    lines
+}
+
+/// The generated part of docs/benchmarks.md.
+pub fn markdown(results: &Results) -> String {
+    let mut md = String::new();
+    let m = &results.meta;
+    let tpr = |a: &str, b: &str| {
+        results
+            .tp_ratio(a, b)
+            .map_or("—".to_owned(), |r| format!("{r:.2}×"))
+    };
+    let rss = results
+        .tp("satmqtt-q1")
+        .and_then(Throughput::rss_mib)
+        .map_or("—".to_owned(), |s| format!("{:.1} MiB", s.median));
+    let allocs = if results.allocs.is_empty() {
+        "an unmeasured number of heap allocations per message".to_owned()
+    } else if results.allocs.iter().all(|a| a.allocations == 0) {
+        "no heap allocation per message".to_owned()
+    } else {
+        let each: Vec<String> = results
+            .allocs
+            .iter()
+            .map(|a| {
+                format!(
+                    "{:.1} (QoS {})",
+                    a.allocations as f64 / a.messages as f64,
+                    a.qos
+                )
+            })
+            .collect();
+        format!("{} heap allocations per message", each.join(" and "))
+    };
+    let _ = writeln!(md, "README snippet (for the maintainers to link):\n");
+    let _ = writeln!(md, "```markdown\n## Performance\n");
+    let _ = writeln!(
+        md,
+        "On one local mosquitto (`cargo xtask bench`, {cores} cores), `pod-publisher` delivers \
+         {q0}× the messages per second of a raw client writing pre-encoded packets at QoS 0 \
+         ({q0r}× rumqttc, {q0p}× Paho C), and {q1}× a raw client with the same 10-message window at \
+         QoS 1 ({q1r}× rumqttc, whose window is the broker's 20; {q1p}× Paho C), in {rss} of RAM and \
+         with {allocs}. See [docs/benchmarks.md](docs/benchmarks.md).\n\n\
+         ![satmqtt against the wire limit and its peers](docs/bench.svg)",
+        cores = m.cores,
+        q0 = tpr("satmqtt-q0", "raw-q0").trim_end_matches('×'),
+        q0r = tpr("satmqtt-q0", "rumqttc-q0").trim_end_matches('×'),
+        q0p = tpr("satmqtt-q0", "paho-q0").trim_end_matches('×'),
+        q1 = tpr("satmqtt-q1", "raw-q1-w10").trim_end_matches('×'),
+        q1r = tpr("satmqtt-q1", "rumqttc-q1").trim_end_matches('×'),
+        q1p = tpr("satmqtt-q1", "paho-q1").trim_end_matches('×'),
+    );
+    let _ = writeln!(md, "```\n");
+    let _ = writeln!(
+        md,
+        "![satmqtt against the wire limit and its peers](bench.svg)\n"
+    );
+
+    let _ = writeln!(md, "## This run\n");
+    let _ = writeln!(
+        md,
+        "- {}; {} logical CPUs, {}; Linux {}; the bench took {:.0} s.",
+        m.date,
+        m.cores,
+        m.cpu,
+        m.kernel,
+        m.elapsed.as_secs_f64()
+    );
+    let versions: Vec<String> = m.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(md, "- Versions: {}.", versions.join(", "));
+    let _ = writeln!(
+        md,
+        "- {} messages per throughput run, each configuration {} times, repetitions interleaved; \
+         tables show median [min–max].",
+        thousands(m.count as f64),
+        m.reps
+    );
+    for n in &m.notes {
+        let _ = writeln!(md, "- Note: {n}");
+    }
+    for e in &results.errors {
+        let _ = writeln!(md, "- Failed: {e}");
+    }
+
+    let _ = writeln!(md, "\n### Throughput\n");
+    let _ = writeln!(
+        md,
+        "| client | QoS | window | delivered msg/s | ÷ limit | CPU µs/msg | peak RSS MiB | delivered |\n|---|---|---|---|---|---|---|---|"
+    );
+    for t in &results.throughput {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            t.label,
+            t.qos,
+            t.window,
+            opt(t.rate(), rate_fmt),
+            ratio_of(results, t, limit_key(t)),
+            opt(t.cpu_us(), |x| format!("{x:.2}")),
+            opt(t.rss_mib(), |x| format!("{x:.1}")),
+            t.delivery()
+        );
+    }
+    let errors: Vec<&String> = results.throughput.iter().flat_map(|t| &t.errors).collect();
+    if !errors.is_empty() {
+        let _ = writeln!(md);
+        for e in errors {
+            let _ = writeln!(md, "- Failed run: {e}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n\"÷ limit\" is the median rate over the raw client's at the same QoS (QoS 1: the raw \
+         client keeping the broker's Receive Maximum, 20, in flight). At QoS 1 satmqtt never has \
+         more than 10 messages in flight: that is minimq 0.10's limit, and wherever rumqttc (or \
+         the raw client at window 20) is faster at QoS 1, that window is why; the raw client at \
+         window 10 is the fair limit for satmqtt."
+    );
+
+    let _ = writeln!(md, "\n### Ratios (medians)\n");
+    for (a, b, what) in [
+        ("satmqtt-q0", "raw-q0", "QoS 0, satmqtt ÷ raw limit"),
+        ("satmqtt-q0", "rumqttc-q0", "QoS 0, satmqtt ÷ rumqttc"),
+        ("satmqtt-q0", "paho-q0", "QoS 0, satmqtt ÷ Paho C"),
+        (
+            "satmqtt-q0",
+            "mosquitto_pub-q0",
+            "QoS 0, satmqtt ÷ mosquitto_pub -l",
+        ),
+        (
+            "satmqtt-q1",
+            "raw-q1",
+            "QoS 1, satmqtt ÷ raw limit (window 20)",
+        ),
+        (
+            "satmqtt-q1",
+            "raw-q1-w10",
+            "QoS 1, satmqtt ÷ raw, window 10",
+        ),
+        ("satmqtt-q1", "rumqttc-q1", "QoS 1, satmqtt ÷ rumqttc"),
+        ("satmqtt-q1", "paho-q1", "QoS 1, satmqtt ÷ Paho C"),
+        (
+            "satmqtt-q1",
+            "mosquitto_pub-q1",
+            "QoS 1, satmqtt ÷ mosquitto_pub -l",
+        ),
+    ] {
+        let _ = writeln!(md, "- {what}: {}", tpr(a, b));
+    }
+    for (qos, peer, name) in [
+        (0, "rumqttc", "rumqttc"),
+        (0, "paho", "Paho C"),
+        (1, "rumqttc", "rumqttc"),
+        (1, "paho", "Paho C"),
+    ] {
+        let r = results.cpu_ratio(&format!("satmqtt-q{qos}"), &format!("{peer}-q{qos}"));
+        let _ = writeln!(
+            md,
+            "- CPU per message flat out, QoS {qos}, satmqtt ÷ {name}: {}",
+            r.map_or("—".into(), |r| format!("{r:.2}×"))
+        );
+    }
+    for rate in [100, 1] {
+        for (peer, name) in [("rumqttc", "rumqttc"), ("paho", "Paho C")] {
+            let r = results.rate_ratio("satmqtt", peer, rate);
+            let _ = writeln!(
+                md,
+                "- CPU per message at {rate} msg/s (steady), satmqtt ÷ {name}: {}",
+                r.map_or("—".into(), |r| format!("{r:.2}×"))
+            );
+        }
+    }
+
+    if !results.rates.is_empty() {
+        let _ = writeln!(md, "\n### CPU at the seed's rate (QoS 1)\n");
+        let _ = writeln!(
+            md,
+            "| client | rate | CPU ms per 1 000 messages, steady | incl. start-up | peak RSS MiB |\n|---|---|---|---|---|"
+        );
+        for r in &results.rates {
+            let _ = writeln!(
+                md,
+                "| {} | {}/s | {} | {} | {} |",
+                r.label,
+                r.rate,
+                opt(r.steady_ms(), |x| format!("{x:.1}")),
+                opt(r.total_ms(), |x| format!("{x:.0}")),
+                opt(
+                    Summary::of(
+                        &r.samples
+                            .iter()
+                            .map(|s| s.rss_kib as f64 / 1024.0)
+                            .collect::<Vec<_>>()
+                    ),
+                    |x| format!("{x:.1}")
+                ),
+            );
+        }
+        let errors: Vec<&String> = results.rates.iter().flat_map(|r| &r.errors).collect();
+        for e in errors {
+            let _ = writeln!(md, "\n- Failed run: {e}");
+        }
+    }
+
+    let _ = writeln!(md, "\n### satmqtt only\n");
+    for line in satmqtt_lines(results) {
+        let _ = writeln!(md, "- {line}");
+    }
+
+    if !results.syscalls.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### System calls per message (`strace -f -c`, flat out)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| client | QoS | messages | syscalls/msg | top calls per message |\n|---|---|---|---|---|"
+        );
+        for s in &results.syscalls {
+            let top: Vec<String> = s
+                .calls
+                .iter()
+                .take(4)
+                .map(|(name, n)| format!("{name} {:.2}", s.per_msg(*n)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {} |",
+                s.label,
+                s.qos,
+                thousands(s.messages as f64),
+                s.per_msg(s.total()),
+                top.join(", ")
+            );
+        }
+    }
+
+    let _ = writeln!(md, "\n### Targets (measured, not asserted)\n");
+    let _ = writeln!(md, "| target | measured | |\n|---|---|---|");
+    for (target, measured, met) in results.targets() {
+        let mark = match met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "?",
+        };
+        let _ = writeln!(md, "| {target} | {measured} | {mark} |");
+    }
+    md
+}
