@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! satmqtt-bench run [--count N] [--reps R] [--paho PATH] [--note TEXT]... [--root DIR]
-//!                   [--variant LABEL=PATH]... [--only-throughput]
+//!                   [--variant LABEL=PATH]... [--only-throughput] [--only TEXT]
 //! satmqtt-bench rusage FILE -- PROGRAM ARGS...      (the measuring wrapper, see `proc`)
 //! ```
 //!
 //! The clients (`pod-publisher`, `raw-pub`, `rumqttc-pub`, `alloc-count`) are looked up next to
 //! this executable, so build them in the same profile first (xtask does). `--variant` adds
 //! throughput rows for another `pod-publisher` binary (e.g. a build of an older commit), for
-//! before/after comparisons; `--only-throughput` skips everything else.
+//! before/after comparisons; `--only-throughput` skips everything else. `--only TEXT` runs just
+//! the throughput rows whose label or key contains TEXT (case-insensitive), prints them and
+//! leaves the docs alone (e.g. `--only TLS --reps 1`).
 
 use std::fs;
 use std::io::Write as _;
@@ -26,7 +28,9 @@ use satmqtt_bench::report::{
 };
 use satmqtt_bench::subscriber::Subscriber;
 use satmqtt_tests::tools::find_program;
-use satmqtt_tests::{fake_jwt, Broker, TokenDir, SUBSCRIBER_PASSWORD, SUBSCRIBER_USERNAME};
+use satmqtt_tests::{
+    fake_jwt, Broker, TestPki, TokenDir, SUBSCRIBER_PASSWORD, SUBSCRIBER_USERNAME,
+};
 
 const PREFIX: &str = "samplepayload";
 /// Longest a single throughput run may take.
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: satmqtt-bench run [--count N] [--reps R] [--paho PATH] [--note TEXT]... \
-                 [--root DIR] [--variant LABEL=PATH]... [--only-throughput]"
+                 [--root DIR] [--variant LABEL=PATH]... [--only-throughput] [--only TEXT]"
             );
             ExitCode::from(2)
         }
@@ -61,6 +65,8 @@ struct Options {
     root: PathBuf,
     variants: Vec<(String, PathBuf)>,
     only_throughput: bool,
+    /// Run only the throughput rows matching this (lowercased), and write no docs.
+    only: Option<String>,
 }
 
 impl Options {
@@ -74,6 +80,7 @@ impl Options {
             root: manifest.parent().unwrap_or(manifest).to_path_buf(),
             variants: Vec::new(),
             only_throughput: false,
+            only: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -88,6 +95,7 @@ impl Options {
                 "--paho" => o.paho = Some(value.into()),
                 "--note" => o.notes.push(value.clone()),
                 "--root" => o.root = value.into(),
+                "--only" => o.only = Some(value.to_lowercase()),
                 "--variant" => {
                     let (label, path) = value
                         .split_once('=')
@@ -115,6 +123,10 @@ struct Env {
     tokens: TokenDir,
     /// `samplepayload0\n..` for mosquitto_pub -l.
     lines: PathBuf,
+    /// The tests' certificates; the broker's TLS listener uses them.
+    pki: TestPki,
+    /// The broker's TLS listener (server certificate for localhost), once it runs.
+    tls_port: Option<u16>,
 }
 
 impl Env {
@@ -131,6 +143,8 @@ impl Env {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Satmqtt,
+    /// pod-publisher over TLS to the broker's TLS listener (the subscriber stays on plain).
+    SatmqttTls,
     Raw,
     Rumqttc,
     Paho,
@@ -155,6 +169,15 @@ const CLIENTS: &[Client] = &[
         key: "satmqtt-q0",
         label: "satmqtt pod-publisher",
         kind: Kind::Satmqtt,
+        qos: 0,
+        window: None,
+        shown_window: "—",
+        program: None,
+    },
+    Client {
+        key: "satmqtt-tls-q0",
+        label: "satmqtt pod-publisher (TLS)",
+        kind: Kind::SatmqttTls,
         qos: 0,
         window: None,
         shown_window: "—",
@@ -200,6 +223,15 @@ const CLIENTS: &[Client] = &[
         key: "satmqtt-q1",
         label: "satmqtt pod-publisher",
         kind: Kind::Satmqtt,
+        qos: 1,
+        window: None,
+        shown_window: "10",
+        program: None,
+    },
+    Client {
+        key: "satmqtt-tls-q1",
+        label: "satmqtt pod-publisher (TLS)",
+        kind: Kind::SatmqttTls,
         qos: 1,
         window: None,
         shown_window: "10",
@@ -271,9 +303,15 @@ fn command(
     job: &Job<'_>,
 ) -> Option<(Command, Stdio)> {
     let token_file = env.tokens.path();
+    // The TLS rows dial the broker's TLS listener; everything else (and every subscriber) the
+    // plain one.
+    let port = match kind {
+        Kind::SatmqttTls => env.tls_port?,
+        _ => job.port,
+    };
     let common = |program: PathBuf| {
         let mut c = Command::new(program);
-        c.args(["--host", "127.0.0.1", "--port", &job.port.to_string()])
+        c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .arg("--token-file")
             .arg(&token_file)
             .args(["--client-id", job.client_id, "--topic", job.topic])
@@ -290,6 +328,15 @@ fn command(
         Kind::Satmqtt => {
             let mut c = common(program.map_or_else(|| env.bin("pod-publisher"), Path::to_path_buf));
             c.args(["--stats-interval-s", "0"]);
+            c
+        }
+        Kind::SatmqttTls => {
+            let mut c = common(env.bin("pod-publisher"));
+            // Trusting the tests' CA; its server certificate names localhost and 127.0.0.1.
+            c.arg("--tls")
+                .arg("--ca-file")
+                .arg(env.pki.ca_file())
+                .args(["--server-name", "localhost", "--stats-interval-s", "0"]);
             c
         }
         Kind::Raw => common(env.bin("raw-pub")),
@@ -945,7 +992,7 @@ fn run(o: Options) -> Result<(), String> {
         }
         f.flush().map_err(|e| e.to_string())?;
     }
-    let env = Env {
+    let mut env = Env {
         wrapper,
         bin_dir,
         paho: o.paho.clone(),
@@ -954,6 +1001,8 @@ fn run(o: Options) -> Result<(), String> {
         token,
         tokens,
         lines,
+        pki: TestPki::new(),
+        tls_port: None,
     };
 
     // The main broker: the tests' launcher ($sat + token in a password file). Its config has
@@ -961,7 +1010,9 @@ fn run(o: Options) -> Result<(), String> {
     // `set_sat_password` performs): unlimited queues, so a QoS 1 burst is never dropped for a
     // subscriber that is a moment behind. max_inflight_messages stays at its default, 20,
     // which is also the Receive Maximum mosquitto advertises to publishers.
-    let broker = Broker::start(&env.token);
+    // It also has a TLS listener (the tests' certificates) for the TLS rows.
+    let broker = Broker::start_tls(&env.token, &env.pki.listener(false));
+    env.tls_port = broker.tls_port();
     let conf = broker.dir().join("mosquitto.conf");
     let mut text = fs::read_to_string(&conf).map_err(|e| e.to_string())?;
     text.push_str("max_queued_messages 0\n");
@@ -1019,6 +1070,14 @@ fn run(o: Options) -> Result<(), String> {
             );
         }
     }
+    if let Some(only) = &o.only {
+        clients.retain(|c| {
+            c.label.to_lowercase().contains(only.as_str()) || c.key.contains(only.as_str())
+        });
+        if clients.is_empty() {
+            return Err(format!("--only {only}: no throughput row matches"));
+        }
+    }
     results.throughput = clients
         .iter()
         .map(|c| Throughput {
@@ -1072,6 +1131,13 @@ fn run(o: Options) -> Result<(), String> {
         }
     }
 
+    if o.only.is_some() {
+        // A partial run: print it, keep docs/benchmarks.md and docs/bench.svg as they are.
+        drop(broker);
+        results.meta.elapsed = began.elapsed();
+        print!("{}", report::text(&results));
+        return Ok(());
+    }
     if o.only_throughput {
         drop(broker);
         return finish(results, began, &o.root);

@@ -28,8 +28,12 @@ const RUMQTTC: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 const PAHO: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 const MOSQUITTO_PUB: RGBColor = RGBColor(0x94, 0x67, 0xbd);
 const VARIANT: RGBColor = RGBColor(0x9e, 0xc5, 0xe8);
+const TLS: RGBColor = RGBColor(0x17, 0xbe, 0xcf);
 
 fn color(key: &str) -> RGBColor {
+    if key.starts_with("satmqtt-tls-") {
+        return TLS;
+    }
     match key.split('-').next() {
         Some("satmqtt") => SATMQTT,
         Some("raw") => RAW,

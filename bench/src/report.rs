@@ -380,7 +380,7 @@ pub fn text(results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<24} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
+        "\n{:<28} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
         "client",
         "QoS",
         "window",
@@ -393,7 +393,7 @@ pub fn text(results: &Results) -> String {
     for t in &results.throughput {
         let _ = writeln!(
             out,
-            "{:<24} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
+            "{:<28} {:>3} {:>8} {:>31} {:>8} {:>22} {:>20} {:>12}",
             t.label,
             t.qos,
             t.window,
@@ -639,6 +639,17 @@ pub fn markdown(results: &Results) -> String {
         ),
     ] {
         let _ = writeln!(md, "- {what}: {}", tpr(a, b));
+    }
+    for qos in [0, 1] {
+        let (tls, plain) = (format!("satmqtt-tls-q{qos}"), format!("satmqtt-q{qos}"));
+        let cpu = results
+            .cpu_ratio(&tls, &plain)
+            .map_or("—".into(), |r| format!("{r:.2}×"));
+        let _ = writeln!(
+            md,
+            "- QoS {qos}, satmqtt over TLS ÷ satmqtt plain: {} the messages per second, {cpu} the CPU per message",
+            tpr(&tls, &plain)
+        );
     }
     for (qos, peer, name) in [
         (0, "rumqttc", "rumqttc"),

@@ -30,7 +30,8 @@ commands:
   size    flash and static RAM of the core; writes docs/footprint.md
   bench   throughput, CPU, RSS, allocations vs the raw limit, rumqttc, Paho C, mosquitto_pub;
           writes docs/benchmarks.md and docs/bench.svg (about 5 minutes); extra arguments go
-          to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5)
+          to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5; --only TLS runs just
+          the matching throughput rows and leaves the docs alone)
   help    this text";
 
 fn main() -> ExitCode {
