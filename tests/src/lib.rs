@@ -40,6 +40,7 @@ pub mod broker;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;
+pub mod static_build;
 pub mod subscriber;
 pub mod tls_certs;
 pub mod token;

@@ -55,14 +55,21 @@ impl Subscriber {
     /// # Panics
     /// If `mosquitto_sub` is missing, exits, or is not subscribed within 5 s.
     pub fn start(broker: &Broker, topic: &str) -> Subscriber {
+        let client_id = format!("satmqtt-sub-{}", random_hex(8));
+        Self::spawn(broker, topic, &client_id, &[])
+    }
+
+    /// Starts `mosquitto_sub` as `client_id` with `extra` arguments, collects its lines, and
+    /// waits for its SUBACK.
+    fn spawn(broker: &Broker, topic: &str, client_id: &str, extra: &[&str]) -> Subscriber {
         let mosquitto_sub = require_program("mosquitto_sub");
         let mosquitto_pub = require_program("mosquitto_pub");
-        let client_id = format!("satmqtt-sub-{}", random_hex(8));
         let port = broker.port().to_string();
         let mut child = Command::new(&mosquitto_sub)
             .args(["-h", Broker::HOST, "-p", &port, "-V", "mqttv5"])
             .args(["-u", SUBSCRIBER_USERNAME, "-P", SUBSCRIBER_PASSWORD])
-            .args(["-q", "1", "-t", topic, "-i", &client_id])
+            .args(["-q", "1", "-t", topic, "-i", client_id])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -95,7 +102,7 @@ impl Subscriber {
 
         let mut subscriber = Subscriber {
             child,
-            client_id,
+            client_id: client_id.to_string(),
             topic: topic.to_string(),
             port: broker.port(),
             received,

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
+use satmqtt_tests::static_build;
 use satmqtt_tests::tools::{find_program, is_root, random_bytes, run_bounded};
 use satmqtt_tests::wait::wait_until;
 use satmqtt_tests::{
@@ -708,7 +709,9 @@ fn the_dockerfile_builds_a_static_binary_into_a_non_root_distroless_image() {
         .iter()
         .find(|l| l.starts_with("RUN ") && l.contains("cargo build"))
         .expect("a RUN cargo build line");
-    for part in STATIC_BUILD_ARGS
+    // The Dockerfile builds exactly what `static_build::command` (xtask, these tests) builds.
+    assert!(build.contains("cargo build"), "{build}");
+    for part in static_build::ARGS
         .iter()
         .chain(["RUSTFLAGS='-C target-feature=+crt-static'"].iter())
     {
@@ -828,9 +831,6 @@ fn the_binary_accepts_every_manifests_environment() {
 // ---------------------------------------------------------------------------------------------
 // The static binary, as the Dockerfile builds it.
 
-/// The cargo arguments the Dockerfile uses (besides `--target`).
-const STATIC_BUILD_ARGS: &[&str] = &["cargo build", "--release", "--locked", "-p pod-publisher"];
-
 fn static_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(build_static)
@@ -841,28 +841,11 @@ fn static_binary() -> &'static Path {
 /// stays valid. `cargo xtask test` runs the same build as a step before the tests, so here it is
 /// normally a no-op.
 fn build_static() -> PathBuf {
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
-        .join("static");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = repo();
+    let triple = static_build::triple();
     let logs = TempDir::new().unwrap();
-    let mut child = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--locked",
-            "-p",
-            "pod-publisher",
-        ])
-        .args(["--target", &triple])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml"))
-        .static_build_env()
+    let mut child = static_build::command(&root)
+        .arg("-q")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(logs.path().join("stderr")).unwrap())
@@ -882,46 +865,7 @@ fn build_static() -> PathBuf {
             panic!("the static build took longer than {STATIC_BUILD_TIMEOUT:?}");
         }
     }
-    target_dir.join(&triple).join("release/pod-publisher")
-}
-
-/// Variables the static build keeps; everything else is cleared, here and in `cargo xtask test`'s
-/// `static` step, so both runs are the same build. (Inherited, what cargo sets for a test process
-/// or for `cargo run`, such as `CARGO_MANIFEST_DIR` or `LD_LIBRARY_PATH`, differs between the two,
-/// and build scripts such as ring's track some of it with `rerun-if-env-changed`: each run
-/// would recompile everything.)
-const STATIC_BUILD_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "TMPDIR",
-    "CARGO_HOME",
-    "RUSTUP_HOME",
-    "RUSTUP_TOOLCHAIN",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-];
-
-trait StaticBuildEnv {
-    fn static_build_env(&mut self) -> &mut Self;
-}
-
-impl StaticBuildEnv for Command {
-    fn static_build_env(&mut self) -> &mut Self {
-        self.env_clear();
-        for name in STATIC_BUILD_ENV {
-            if let Some(value) = std::env::var_os(name) {
-                self.env(name, value);
-            }
-        }
-        self.env("RUSTFLAGS", "-C target-feature=+crt-static")
-    }
+    static_build::binary(&root)
 }
 
 /// Program header types and dynamic tags the check needs (ELF specification).

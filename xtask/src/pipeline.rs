@@ -117,49 +117,11 @@ pub fn run() -> Result<(), String> {
     }
 }
 
-/// The static `pod-publisher` build of deploy/Dockerfile, into `target/static` (its own target
-/// dir, so the main build's cache stays valid). tests/tests/deploy.rs runs the same build (a no-op
-/// after this step) and checks the result; building it here keeps that minute of compiling out of
-/// the timing-sensitive test run.
+/// The static `pod-publisher` build of deploy/Dockerfile. tests/tests/deploy.rs runs the same
+/// build (a no-op after this step) and checks the result; building it here keeps that minute of
+/// compiling out of the timing-sensitive test run.
 fn static_build() -> std::process::Command {
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"))
-        .join("static");
-    let mut command = cmd::cargo(["build", "--release", "--locked", "-p", "pod-publisher"]);
-    command
-        .args(["--target", &triple])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env_clear();
-    // The same environment as the test's build (tests/tests/deploy.rs, STATIC_BUILD_ENV), or
-    // each would recompile what the other built: what `cargo run` sets for xtask (such as
-    // CARGO_MANIFEST_DIR) is tracked by ring's build script.
-    const KEPT: &[&str] = &[
-        "PATH",
-        "HOME",
-        "USER",
-        "TMPDIR",
-        "CARGO_HOME",
-        "RUSTUP_HOME",
-        "RUSTUP_TOOLCHAIN",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    ];
-    for name in KEPT {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    command.env("RUSTFLAGS", "-C target-feature=+crt-static");
-    command
+    satmqtt_tests::static_build::command(&cmd::root())
 }
 
 fn has_nextest() -> bool {
