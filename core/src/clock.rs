@@ -1,9 +1,8 @@
-//! Time for the core: a wrap-safe millisecond count from any `embedded_time::Clock`, and the
-//! clock handle minimq borrows.
+//! Time for the core: a wrap-safe millisecond count from any `embedded_time::Clock`.
 
 use core::cell::Cell;
 
-use embedded_time::{clock::Error, Clock, Instant};
+use embedded_time::{Clock, Instant};
 
 /// Milliseconds since the first reading, kept in 64 bits so 32-bit tick clocks (smoltcp-nal
 /// needs them) may wrap: each reading adds the wrap-aware difference to the previous one, which
@@ -48,19 +47,5 @@ where
         let ms = u128::from(self.ticks.get()) * u128::from(*f.numerator()) * 1000
             / u128::from((*f.denominator()).max(1));
         u64::try_from(ms).unwrap_or(u64::MAX)
-    }
-}
-
-/// The clock handle minimq owns: a shared reference to the caller's clock.
-pub struct ClockRef<'a, C: Clock>(pub(crate) &'a C);
-
-impl<C: Clock> Clock for ClockRef<'_, C> {
-    type T = C::T;
-    const SCALING_FACTOR: embedded_time::fraction::Fraction = C::SCALING_FACTOR;
-
-    fn try_now(&self) -> Result<Instant<Self>, Error> {
-        Ok(Instant::new(
-            self.0.try_now()?.duration_since_epoch().integer(),
-        ))
     }
 }

@@ -1,40 +1,46 @@
-//! # satmqtt — the no_std core
+//! # satmqtt — a no_std MQTT v5 publisher engine
 //!
-//! An MQTT v5 publisher that logs in as `$sat` with a Kubernetes service-account token and
-//! publishes `<prefix><N>` with a counter, built on minimq 0.10 and embedded-nal 0.9 without
-//! `std` or `alloc`. It is a state machine: give it a `TcpClientStack`, an
-//! `embedded_time::Clock` and a token; it writes bytes and hands out [`Event`]s. Logging,
-//! sleeping, reading files and deciding to exit belong to the adapter.
+//! Publishes `<prefix><N>` with a counter `N`, logging in with a Kubernetes service-account
+//! token either as `$sat` with the token as password (Azure IoT MQ preview) or with MQTT v5
+//! enhanced authentication `K8S-SAT` and in-band re-authentication (Azure IoT Operations). QoS 1
+//! messages are never lost or reordered across reconnects and token rotations.
 //!
-//! Between minimq and the stack sits the [`guard`], which keeps minimq 0.10's known failure
-//! modes (wedging after a refused CONNACK, missing EOF, reconnect storms, panics on an
-//! unexpected PUBACK, leaked sockets) from ever reaching a user.
+//! The engine is sans-IO, in the manner of quinn-proto and rustls: [`Connection`] takes bytes
+//! and time in, hands bytes, deadlines and [`Event`]s out. [`Driver`] is the one loop every
+//! adapter shares: it runs connections over an [`embedded_nal::TcpClientStack`], an
+//! [`embedded_time::Clock`] and a [`TokenSource`], and answers "wait until T, or until the socket
+//! is readable or writable". Logging, sleeping, reading files and deciding to exit belong to the
+//! adapter and the program.
 //!
-//! Left out on purpose: subscriptions, QoS 2, MQTT enhanced authentication (minimq 0.10 cannot
-//! send AUTH packets, so a token change means a new connection), and more than 10 QoS 1
-//! messages in flight (minimq's limit).
+//! `#![no_std]`, no `alloc`, no `unsafe`: every buffer is the caller's ([`Buffers`], sized with
+//! [`tx_len`]); QoS 1 state is two counters whatever the window.
+//!
+//! Left out on purpose: subscriptions, QoS 2, retained messages, wills, and authentication
+//! methods other than `K8S-SAT`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod clock;
-pub mod frame;
-pub mod guard;
-pub mod publisher;
+pub mod config;
+pub mod connection;
+pub mod driver;
+pub mod event;
 pub mod token;
+pub mod wire;
 
-#[cfg(test)]
-mod mock;
 #[cfg(test)]
 mod tests;
 
 pub use backoff::BackoffConfig;
-pub use embedded_nal;
-pub use embedded_time;
-pub use guard::{LinkEnd, Violation};
-pub use publisher::{
-    Config, ConfigError, End, Event, Progress, Publisher, Qos, Session, SessionError, Status,
+pub use config::{
+    Auth, Config, ConfigError, Field, Qos, DEFAULT_WINDOW_CAP, K8S_SAT_METHOD, MAX_CLIENT_ID,
     MAX_TOKEN_LEN, SAT_USER,
 };
+pub use connection::Connection;
+pub use driver::{tx_len, Buffers, Driver, DriverError, Ready, Status, Token, TokenSource, RX_MIN};
+pub use embedded_nal;
+pub use embedded_time;
+pub use event::{End, Event, Progress, ProtocolError, Text};
 pub use token::{freshness, Freshness, TokenTimes};
