@@ -23,6 +23,7 @@ pub mod frame;
 pub mod guard;
 pub mod publisher;
 pub mod token;
+pub mod wire;
 
 #[cfg(test)]
 mod mock;
