@@ -4,6 +4,13 @@
 
 use super::{EmitError, Malformed, MAX_REMAINING};
 
+/// [`MAX_REMAINING`] as a `usize` (saturating on targets whose `usize` is narrower).
+pub const MAX_REMAINING_LEN: usize = if usize::BITS >= 32 {
+    MAX_REMAINING as usize
+} else {
+    usize::MAX
+};
+
 /// Decodes a variable byte integer from the front of `buf` (§1.5.5).
 ///
 /// `Ok(None)` means `buf` ends before the integer does; every error is decided by bytes present,
@@ -327,7 +334,7 @@ impl Out for Writer<'_> {
 
 /// Writes a Variable Byte Integer.
 pub fn put_varint(o: &mut dyn Out, value: usize) -> Result<(), EmitError> {
-    if value > MAX_REMAINING as usize {
+    if value > MAX_REMAINING_LEN {
         return Err(EmitError::TooLong);
     }
     let mut bytes = [0u8; 4];

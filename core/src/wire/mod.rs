@@ -126,7 +126,7 @@ impl fmt::Display for Malformed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Malformed::VarIntTooLong => {
-                f.write_str("variable byte integer longer than four bytes [MQTT-1.5.5]")
+                f.write_str("variable byte integer longer than four bytes (§1.5.5)")
             }
             Malformed::VarIntNotMinimal => {
                 f.write_str("variable byte integer not in its shortest form [MQTT-1.5.5-1]")
@@ -159,7 +159,7 @@ impl fmt::Display for Malformed {
                 "PUBLISH topic name contains a wildcard, or is empty without a Topic Alias [MQTT-3.3.2-2]",
             ),
             Malformed::ConnackFlags => f.write_str(
-                "CONNACK acknowledge flags: reserved bits set, or Session Present with a failure reason [MQTT-3.2.2-1]",
+                "CONNACK acknowledge flags: reserved bits set, or Session Present with a failure reason [MQTT-3.2.2-1] [MQTT-3.2.2-6]",
             ),
         }
     }

@@ -4,10 +4,10 @@ use core::fmt;
 
 use super::codec::{
     put_bin, put_properties, put_str, put_u16, put_u32, put_varint, varint, varint_len, Counter,
-    Out, Reader, Value, Writer,
+    Out, Reader, Value, Writer, MAX_REMAINING_LEN,
 };
 use super::kind::{self, *};
-use super::{EmitError, Malformed, MAX_REMAINING};
+use super::{EmitError, Malformed};
 
 /// The fixed header: first byte, its length (2..=5) and the whole packet's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -792,7 +792,7 @@ fn lengths(packet: &Packet<'_>, payload_len: usize) -> Result<(usize, usize), Em
     let mut c = Counter::default();
     body(packet, &mut c)?;
     let remaining = c.len.checked_add(payload_len).ok_or(EmitError::TooLong)?;
-    if remaining > MAX_REMAINING as usize {
+    if remaining > MAX_REMAINING_LEN {
         return Err(EmitError::TooLong);
     }
     let total = varint_len(remaining)?

@@ -509,6 +509,10 @@ fn samples() -> Vec<Packet<'static>> {
         }),
         Packet::Auth(Auth::default()),
         Packet::Auth(Auth {
+            reason: 0x19,
+            ..Auth::default()
+        }),
+        Packet::Auth(Auth {
             reason: 0x18,
             method: Some("K8S-SAT"),
             data: None,
