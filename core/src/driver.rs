@@ -327,6 +327,11 @@ where
     }
 
     /// The token source.
+    pub fn tokens(&self) -> &T {
+        &self.tokens
+    }
+
+    /// The token source, to change it.
     pub fn tokens_mut(&mut self) -> &mut T {
         &mut self.tokens
     }

@@ -1,32 +1,36 @@
-//! The std driver: the two loops the core asks for (build a session when the backoff allows,
-//! then poll it), sleeping in poll(2) between steps instead of spinning, and the token
-//! lifecycle: re-read before every connect, rotate when the kubelet swaps the token, never
-//! connect with a token past its `exp`, rotate before `exp` minus a margin.
+//! The std side of the core's [`Driver`]: the token file as a [`TokenSource`] (re-read before
+//! every connection and re-authentication, watched for the kubelet's `..data` swap), and the
+//! wait between polls in `poll(2)` on the socket and the watcher's wake descriptor, so the
+//! process sleeps until the broker speaks, the socket takes bytes, the token changes, a deadline
+//! comes, or a signal arrives. It reads the socket only when `poll(2)` said it is readable.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use embedded_nal::TcpClientStack;
-use satmqtt::{freshness, Event, Freshness, Progress, Publisher, SessionError, Status, TokenTimes};
+use rustix::event::{PollFd, PollFlags};
+use satmqtt::{
+    Buffers, Config, Driver, DriverError, Event, Progress, Ready, Status, Token as CoreToken,
+    TokenSource, MAX_TOKEN_LEN, RX_MIN,
+};
 use zeroize::Zeroizing;
 
-use crate::net::{wait_socket, Waitable};
-use crate::token::{jwt_expiry, Token, TokenError, TokenFile};
+use crate::net::{poll_timeout, Waitable};
+use crate::token::{jwt_expiry, TokenError, TokenFile};
 use crate::watch::{TokenWatcher, Watch};
 use crate::StdClock;
 
-/// Longest single sleep, so a stop request is seen even if a signal is missed.
+/// Longest single sleep: a stop flag raised by a signal that raced the wait is seen this fast.
 const MAX_SLEEP: Duration = Duration::from_millis(1_000);
 
-/// How often the token file is re-read while the current token is inside its expiry margin.
-const EXPIRING_RECHECK: Duration = Duration::from_secs(1);
+/// Receive buffer: the largest packet the broker may send us (our Maximum Packet Size).
+pub const RX_LEN: usize = 4_096;
 
-/// Driver settings beyond the core's [`satmqtt::Config`].
+/// Driver settings beyond the core's [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
-    /// Rotate this long before the token's `exp`.
-    pub expiry_margin: Duration,
     /// Re-stat period of the token file when inotify events are missing.
     pub restat_every: Duration,
 }
@@ -34,45 +38,113 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            expiry_margin: Duration::from_secs(60),
             restat_every: Duration::from_secs(5),
         }
+    }
+}
+
+/// The projected token file as the core's token source.
+pub struct FileTokens {
+    file: TokenFile,
+    watcher: TokenWatcher,
+    /// Events arrived and are settling: look again after this long.
+    settle: Option<Duration>,
+    last_error: Option<TokenError>,
+}
+
+impl FileTokens {
+    /// Watches `file`'s directory; the error says why inotify is unavailable (re-stat only).
+    pub fn new(
+        file: TokenFile,
+        restat_every: Duration,
+    ) -> io::Result<(FileTokens, Option<notify::Error>)> {
+        let (watcher, error) = TokenWatcher::new(file.path(), restat_every)?;
+        Ok((
+            FileTokens {
+                file,
+                watcher,
+                settle: None,
+                last_error: None,
+            },
+            error,
+        ))
+    }
+
+    /// Why the last load failed.
+    pub fn last_error(&self) -> Option<&TokenError> {
+        self.last_error.as_ref()
+    }
+
+    /// The token file.
+    pub fn file(&self) -> &TokenFile {
+        &self.file
+    }
+}
+
+impl TokenSource for FileTokens {
+    type Error = TokenError;
+
+    fn load(&mut self, buf: &mut [u8]) -> Result<CoreToken, TokenError> {
+        let token = self.file.load().inspect_err(|e| {
+            self.last_error = Some(e.clone());
+        })?;
+        let bytes = token.as_str().as_bytes();
+        let Some(dst) = buf.get_mut(..bytes.len()) else {
+            let e = TokenError::TooLong {
+                path: self.file.path().to_owned(),
+                len: bytes.len(),
+            };
+            self.last_error = Some(e.clone());
+            return Err(e);
+        };
+        dst.copy_from_slice(bytes);
+        self.last_error = None;
+        Ok(CoreToken {
+            len: bytes.len(),
+            exp: jwt_expiry(token.as_str()).and_then(|t| t.exp),
+        })
+    }
+
+    fn changed(&mut self) -> bool {
+        match self.watcher.check() {
+            Watch::Changed => {
+                self.settle = None;
+                true
+            }
+            Watch::Settling(d) => {
+                self.settle = Some(d);
+                false
+            }
+            Watch::Quiet => {
+                self.settle = None;
+                false
+            }
+        }
+    }
+
+    fn unix_now(&self) -> Option<u64> {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
     }
 }
 
 /// What the driver reports to the program; the program decides what to log.
 #[derive(Debug)]
 pub enum Note<'a> {
-    /// An event from the core.
-    Event(Event),
+    /// An event from the core, with the stack's own words when it is about a network error.
+    Event {
+        /// The event.
+        event: &'a Event,
+        /// The last socket or TLS error, in full (the event carries only its kind).
+        stack_error: Option<&'a dyn std::fmt::Display>,
+    },
     /// The token file could not be read before a connection attempt.
     TokenUnavailable {
         /// What is wrong with it (never its content).
         error: &'a TokenError,
         /// Milliseconds before the next attempt.
-        retry_in_ms: u64,
-    },
-    /// The token on disk differs from the one in use; the session rotates to it.
-    TokenChanged {
-        /// `exp` of the new token, if it is a JWT.
-        exp: Option<u64>,
-    },
-    /// The token in use is inside its expiry margin and no new one has appeared yet.
-    TokenExpiring {
-        /// Seconds until `exp`.
-        expires_in_s: u64,
-    },
-    /// The token of the live connection is past its `exp` and no new one has appeared; the
-    /// broker may drop the connection at any time.
-    TokenExpiredInUse {
-        /// Seconds since `exp`.
-        ago_s: u64,
-    },
-    /// The token on disk is past its `exp`; no connection is attempted with it.
-    TokenExpired {
-        /// Seconds since `exp`.
-        ago_s: u64,
-        /// Milliseconds before the file is read again.
         retry_in_ms: u64,
     },
     /// inotify is unavailable; rotation is noticed by re-stat only.
@@ -91,16 +163,16 @@ pub enum Outcome {
 /// A run that cannot go on.
 #[derive(Debug)]
 pub enum RunError {
-    /// The core refused to build a session for a reason retrying cannot fix.
-    Session(SessionError),
-    /// Waiting on the socket failed.
+    /// The driver refused (configuration, buffers) or gave up (the broker refuses the job).
+    Driver(DriverError),
+    /// Waiting on the socket, or watching the token directory, failed.
     Wait(io::Error),
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::Session(e) => write!(f, "cannot start an MQTT session: {e:?}"),
+            RunError::Driver(e) => write!(f, "{e}"),
             RunError::Wait(e) => write!(f, "waiting on the socket failed: {e}"),
         }
     }
@@ -108,176 +180,166 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn times(token: &Token) -> TokenTimes {
-    jwt_expiry(token.as_str()).map_or_else(TokenTimes::default, |t| TokenTimes {
-        exp: t.exp,
-        iat: t.iat,
-    })
-}
-
-/// Publishes until the job is done or `stop` is raised; see the module doc for the token
-/// lifecycle.
+/// Publishes the job `cfg` on `stack` with the token in `tokens` until it is done or `stop` is
+/// raised; `seed` feeds the backoff jitter.
 pub fn run<S>(
-    publisher: &mut Publisher<'_, S, StdClock>,
-    tokens: &TokenFile,
+    cfg: &Config<'_>,
+    stack: S,
+    tokens: TokenFile,
     options: RunOptions,
+    seed: u64,
     stop: &AtomicBool,
     mut notify: impl FnMut(Note<'_>),
 ) -> Result<Outcome, RunError>
 where
     S: TcpClientStack,
     S::TcpSocket: Waitable,
+    S::Error: std::fmt::Display,
 {
-    let (mut watcher, watch_error) =
-        TokenWatcher::new(tokens.path(), options.restat_every).map_err(RunError::Wait)?;
+    let (source, watch_error) =
+        FileTokens::new(tokens, options.restat_every).map_err(RunError::Wait)?;
     if let Some(e) = &watch_error {
         notify(Note::WatchDegraded(e));
     }
-    let margin_s = options.expiry_margin.as_secs();
-    // minimq copies the token into this buffer; zeroed when dropped.
-    let mut buffer = Zeroizing::new(Vec::new());
-    // The token of the last attempt: only a different one lifts the backoff.
-    let mut last_token: Option<Token> = None;
-    let mut backoff_settle: Option<Duration> = None;
+    let mut rx = vec![0u8; RX_LEN.max(RX_MIN)];
+    let token_room = MAX_TOKEN_LEN;
+    let tx_room = satmqtt::tx_len(
+        token_room,
+        cfg.client_id.len(),
+        cfg.topic.len(),
+        cfg.payload_prefix.len(),
+    )
+    // Room for a window of PUBLISHes in one write: coalescing is what keeps syscalls down.
+    .max(64 * 1024);
+    // Both can hold the token (CONNECT, AUTH): zeroed when dropped.
+    let mut tx = Zeroizing::new(vec![0u8; tx_room]);
+    let mut token = Zeroizing::new(vec![0u8; token_room]);
+    let buffers = Buffers {
+        rx: &mut rx,
+        tx: &mut tx,
+        token: &mut token,
+    };
+    let mut driver = Driver::new(cfg, stack, StdClock::new(), source, buffers, seed)
+        .map_err(RunError::Driver)?;
+    let mut ready = Ready::ALL;
     loop {
-        if publisher.is_finished() {
-            return Ok(Outcome::Finished(publisher.progress()));
-        }
         if stop.load(Ordering::SeqCst) {
-            return Ok(Outcome::Stopped(publisher.progress()));
+            driver.stop();
         }
-        let wait = publisher.wait_ms();
-        if wait > 0 {
-            let mut timeout = Duration::from_millis(wait).min(MAX_SLEEP);
-            if let Some(d) = backoff_settle {
-                timeout = timeout.min(d);
-            }
-            wait_socket::<crate::StdSocket>(None, timeout, false, Some(watcher.wake_fd()))
-                .map_err(RunError::Wait)?;
-            backoff_settle = None;
-            match watcher.check() {
-                Watch::Changed => {
-                    // A new token deserves an attempt now, whatever the last one earned.
-                    let fresh = tokens.load().ok();
-                    if fresh.is_some() && fresh != last_token {
-                        publisher.retry_now();
-                    }
-                }
-                // The wake pipe is drained: wait out the settling period, not MAX_SLEEP.
-                Watch::Settling(d) => backoff_settle = Some(d),
-                Watch::Quiet => {}
-            }
+        let status = driver.poll(ready).map_err(RunError::Driver);
+        while let Some(event) = driver.poll_event() {
+            report(&mut driver, &event, &mut notify);
+        }
+        let (ms, readable, writable) = match status? {
+            Status::Finished(p) => return Ok(Outcome::Finished(p)),
+            Status::Stopped(p) => return Ok(Outcome::Stopped(p)),
+            Status::Wait {
+                ms,
+                readable,
+                writable,
+            } => (ms, readable, writable),
+        };
+        if ms == 0 {
+            ready = Ready::ALL;
             continue;
         }
-        let token = match tokens.load() {
-            Ok(token) => token,
-            Err(error) => {
-                let retry_in_ms = publisher.note_failure();
-                notify(Note::TokenUnavailable {
-                    error: &error,
-                    retry_in_ms,
-                });
-                continue;
-            }
-        };
-        last_token = Some(token.clone());
-        let mut token_times = times(&token);
-        if let Freshness::Expired { ago_s } = freshness(token_times, unix_now(), 0) {
-            let retry_in_ms = publisher.note_failure();
-            notify(Note::TokenExpired { ago_s, retry_in_ms });
-            continue;
+        let tokens = driver.tokens_mut();
+        let mut timeout = Duration::from_millis(ms)
+            .min(MAX_SLEEP)
+            .min(tokens.watcher.next_check_in());
+        if let Some(d) = tokens.settle {
+            timeout = timeout.min(d);
         }
-        buffer.clear();
-        buffer.resize(publisher.config().buffer_len(token.len()), 0);
-        let mut session = match publisher.session(&mut buffer, token.as_str()) {
-            Ok(session) => session,
-            // The loop's head handles both.
-            Err(SessionError::Backoff { .. } | SessionError::Finished) => continue,
-            Err(e) => return Err(RunError::Session(e)),
-        };
-        let mut stopping = false;
-        let mut rotating = false;
-        let mut expiring_warned = false;
-        let mut last_recheck = Instant::now();
-        loop {
-            if !stopping && stop.load(Ordering::SeqCst) {
-                session.stop();
-                stopping = true;
-            }
-            let mut settle = None;
-            // Checked even while draining: it also empties the wake pipe, which would
-            // otherwise keep poll(2) returning at once.
-            let watched = watcher.check();
-            if !stopping && !rotating {
-                let mut reread = false;
-                match watched {
-                    Watch::Changed => reread = true,
-                    Watch::Settling(d) => settle = Some(d),
-                    Watch::Quiet => {}
-                }
-                let mut expiring = None;
-                if let f @ (Freshness::Expiring { .. } | Freshness::Expired { .. }) =
-                    freshness(token_times, unix_now(), margin_s)
-                {
-                    if last_recheck.elapsed() >= EXPIRING_RECHECK {
-                        reread = true;
-                        last_recheck = Instant::now();
-                        expiring = Some(f);
-                    }
-                    settle = Some(
-                        settle.map_or(EXPIRING_RECHECK, |d: Duration| d.min(EXPIRING_RECHECK)),
-                    );
-                }
-                let mut changed = false;
-                if reread {
-                    if let Ok(fresh) = tokens.load() {
-                        if fresh != token {
-                            changed = true;
-                            token_times = times(&fresh);
-                            notify(Note::TokenChanged {
-                                exp: token_times.exp,
-                            });
-                            session.rotate();
-                            rotating = true;
-                        }
-                    }
-                }
-                // Warn once, and only when the re-read found nothing newer.
-                if let (Some(f), false, false) = (expiring, changed, expiring_warned) {
-                    expiring_warned = true;
-                    notify(match f {
-                        Freshness::Expired { ago_s } => Note::TokenExpiredInUse { ago_s },
-                        _ => Note::TokenExpiring {
-                            expires_in_s: token_times
-                                .exp
-                                .map_or(0, |e| e.saturating_sub(unix_now())),
-                        },
-                    });
-                }
-            }
-            match session.poll(&mut |event| notify(Note::Event(event))) {
-                Status::Busy => {}
-                Status::Wait { ms, writable } => {
-                    let mut timeout = Duration::from_millis(ms)
-                        .min(MAX_SLEEP)
-                        .min(watcher.next_check_in());
-                    if let Some(d) = settle {
-                        timeout = timeout.min(d);
-                    }
-                    let wake = Some(watcher.wake_fd());
-                    session
-                        .with_socket(|socket| wait_socket(Some(socket), timeout, writable, wake))
-                        .unwrap_or_else(|| wait_socket::<S::TcpSocket>(None, timeout, false, wake))
-                        .map_err(RunError::Wait)?;
-                }
-                Status::Ended(_) => break,
-            }
-        }
+        ready = wait(&driver, readable, writable, timeout).map_err(RunError::Wait)?;
     }
 }
+
+fn report<S>(
+    driver: &mut Driver<'_, '_, S, StdClock, FileTokens>,
+    event: &Event,
+    notify: &mut impl FnMut(Note<'_>),
+) where
+    S: TcpClientStack,
+    S::Error: std::fmt::Display,
+{
+    match event {
+        Event::TokenUnavailable { retry_in_ms } => {
+            if let Some(error) = driver.tokens().last_error() {
+                return notify(Note::TokenUnavailable {
+                    error,
+                    retry_in_ms: *retry_in_ms,
+                });
+            }
+        }
+        Event::Disconnected { .. } => {
+            let error = driver.take_stack_error();
+            return notify(Note::Event {
+                event,
+                stack_error: error.as_ref().map(|e| e as &dyn std::fmt::Display),
+            });
+        }
+        _ => {}
+    }
+    notify(Note::Event {
+        event,
+        stack_error: None,
+    })
+}
+
+/// Sleeps in `poll(2)` until the socket is ready as asked, the token directory changes, a signal
+/// arrives, or `timeout` passes; answers what the socket can do.
+fn wait<S>(
+    driver: &Driver<'_, '_, S, StdClock, FileTokens>,
+    readable: bool,
+    writable: bool,
+    timeout: Duration,
+) -> io::Result<Ready>
+where
+    S: TcpClientStack,
+    S::TcpSocket: Waitable,
+{
+    let socket = driver.socket();
+    if readable && socket.is_some_and(|s| s.has_buffered_input()) {
+        return Ok(Ready {
+            readable: true,
+            writable: false,
+        });
+    }
+    let writable = writable || socket.is_some_and(|s| s.wants_write());
+    let mut interest = PollFlags::empty();
+    if readable {
+        interest |= PollFlags::IN;
+    }
+    if writable {
+        interest |= PollFlags::OUT;
+    }
+    let socket_fd: Option<BorrowedFd<'_>> = socket
+        .filter(|_| !interest.is_empty())
+        .and_then(|s| s.fd());
+    let wake = driver.tokens().watcher.wake_fd();
+    let mut fds = [
+        socket_fd.map(|fd| PollFd::from_borrowed_fd(fd, interest)),
+        Some(PollFd::from_borrowed_fd(wake, PollFlags::IN)),
+    ];
+    let mut list: Vec<PollFd<'_>> = fds.iter_mut().filter_map(Option::take).collect();
+    let with_socket = socket_fd.is_some();
+    match rustix::event::poll(&mut list, Some(&poll_timeout(timeout))) {
+        Ok(_) => {}
+        // A signal: the caller looks at its stop flag at once.
+        Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let got = if with_socket {
+        list[0].revents()
+    } else {
+        PollFlags::empty()
+    };
+    // Errors and hang-ups are reported by the next read or write: let both happen.
+    let trouble = got.intersects(PollFlags::ERR | PollFlags::HUP);
+    Ok(Ready {
+        readable: got.contains(PollFlags::IN) || trouble,
+        writable: got.contains(PollFlags::OUT) || trouble,
+    })
+}
+
+
