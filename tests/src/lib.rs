@@ -37,6 +37,9 @@
 
 pub mod bed;
 pub mod broker;
+pub mod fake_broker;
+pub mod mqtt;
+pub mod plugin;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;
@@ -48,13 +51,14 @@ pub mod tools;
 pub mod wait;
 
 pub use bed::TestBed;
-pub use broker::{Broker, BrokerLog, Connect};
+pub use broker::{Broker, BrokerLog, Connect, SatDecision};
+pub use fake_broker::{FakeBroker, Step};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
 pub use publisher::{Publisher, PublisherBuilder};
 pub use sequence::Sequence;
 pub use subscriber::{Received, Subscriber};
 pub use tls_certs::{TestPki, TlsListener};
-pub use token::{assert_no_token_leak, fake_jwt, secret_fragments, TokenDir};
+pub use token::{assert_no_token_leak, fake_jwt, jwt_exp, secret_fragments, TokenDir};
 
 /// Username every satmqtt client presents: the broker's `$sat` convention (service-account token).
 pub const SAT_USERNAME: &str = "$sat";
