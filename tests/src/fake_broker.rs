@@ -351,13 +351,6 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, script: &Arc<Script
     }
 }
 
-/// What a read of the client gave.
-enum Read_ {
-    Data,
-    Idle,
-    Closed,
-}
-
 struct Conn {
     stream: TcpStream,
     index: usize,
@@ -439,31 +432,30 @@ impl Conn {
             .map_err(|e| format!("writing {} bytes to the client: {e}", bytes.len()))
     }
 
-    /// One read of at most [`TICK`]; frames and records what arrived.
-    fn read_once(&mut self) -> Result<Read_, String> {
+    /// One read of at most [`TICK`]; frames and records what arrived, notes a close. `Err` only for
+    /// client bytes that are not MQTT framing.
+    fn read_once(&mut self) -> Result<(), String> {
         if self.closed {
             std::thread::sleep(TICK);
-            return Ok(Read_::Closed);
+            return Ok(());
         }
         let _ = self.stream.set_read_timeout(Some(TICK));
         let mut chunk = [0u8; 4096];
         match self.stream.read(&mut chunk) {
             Ok(0) => {
                 self.mark_closed(false);
-                Ok(Read_::Closed)
+                Ok(())
             }
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 self.frame()?;
-                Ok(Read_::Data)
+                Ok(())
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Ok(Read_::Idle)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(Read_::Idle),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
             Err(e) => {
                 self.mark_closed(e.kind() == ErrorKind::ConnectionReset);
-                Ok(Read_::Closed)
+                Ok(())
             }
         }
     }

@@ -9,6 +9,12 @@
 //! with the tests that need them. The TCP fault proxy ([`FaultProxy`]) cuts connections at
 //! seeded random byte offsets.
 //!
+//! For K8S-SAT enhanced authentication, [`Broker::start_k8s_sat`] loads a small mosquitto auth
+//! plugin ([`plugin`], C source in `tests/plugin/`, compiled by the harness with gcc). For what no
+//! real broker can be made to do, [`FakeBroker`] runs a script of raw bytes per connection, or sits
+//! between client and mosquitto and rewrites the broker's packets; [`mqtt`] frames and builds the
+//! packets for both, independently of satmqtt.
+//!
 //! Every wait in here is bounded in time and polls a condition; none is a bare sleep. A missing
 //! `mosquitto` installation is a panic that names the package to install, never a silent skip.
 //!
