@@ -88,6 +88,8 @@ pub mod prop {
     pub const RECEIVE_MAXIMUM: u8 = 0x21;
     /// Topic Alias Maximum (two-byte integer).
     pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    /// User Property (UTF-8 string pair).
+    pub const USER_PROPERTY: u8 = 0x26;
     /// Maximum Packet Size (four-byte integer).
     pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
 }
@@ -158,6 +160,8 @@ pub enum Property {
     Str(u8, String),
     /// A binary data property.
     Bin(u8, Vec<u8>),
+    /// A UTF-8 string pair (User Property, 0x26).
+    Pair(u8, String, String),
 }
 
 impl Property {
@@ -167,7 +171,8 @@ impl Property {
             Property::U16(id, _)
             | Property::U32(id, _)
             | Property::Str(id, _)
-            | Property::Bin(id, _) => *id,
+            | Property::Bin(id, _)
+            | Property::Pair(id, _, _) => *id,
         }
     }
 
@@ -178,6 +183,10 @@ impl Property {
             Property::U32(_, v) => out.extend(v.to_be_bytes()),
             Property::Str(_, s) => put_binary(out, s.as_bytes()),
             Property::Bin(_, b) => put_binary(out, b),
+            Property::Pair(_, k, v) => {
+                put_binary(out, k.as_bytes());
+                put_binary(out, v.as_bytes());
+            }
         }
     }
 }
@@ -202,8 +211,7 @@ pub fn properties(props: &[Property]) -> Vec<u8> {
 /// Reads the property block at the start of `bytes`: the properties and the bytes consumed.
 ///
 /// Identifiers are typed by the MQTT v5 table (byte, two-byte, four-byte, varint, string, binary,
-/// string pair). A one-byte or varint property is returned as [`Property::U32`], a string pair as two
-/// [`Property::Str`] with the same identifier.
+/// string pair). A one-byte or varint property is returned as [`Property::U32`].
 pub fn parse_properties(bytes: &[u8]) -> Result<(Vec<Property>, usize), String> {
     let (len, len_len) = decode_varint(bytes)?.ok_or("truncated property length")?;
     let end = len_len + len;
@@ -247,8 +255,8 @@ pub fn parse_properties(bytes: &[u8]) -> Result<(Vec<Property>, usize), String> 
             }
             0x09 | 0x16 => Property::Bin(id, take_bin(&mut i)?),
             0x26 => {
-                props.push(Property::Str(id, string(take_bin(&mut i)?)?));
-                Property::Str(id, string(take_bin(&mut i)?)?)
+                let key = string(take_bin(&mut i)?)?;
+                Property::Pair(id, key, string(take_bin(&mut i)?)?)
             }
             other => return Err(format!("unknown property identifier 0x{other:02X}")),
         };
@@ -369,7 +377,7 @@ pub struct ConnackProps {
     pub reason_string: Option<String>,
     /// Assigned Client Identifier (0x12).
     pub assigned_client_id: Option<String>,
-    /// Any further properties, appended as given (e.g. a huge block).
+    /// Any further properties, appended as given (e.g. a 256 KiB block of user properties).
     pub extra: Vec<Property>,
 }
 
@@ -563,6 +571,21 @@ mod tests {
         let p = Packet { raw: c };
         assert_eq!(p.kind(), PacketType::Connack);
         assert_eq!(p.properties(), Ok(vec![Property::U16(0x21, 1)]));
+    }
+
+    #[test]
+    fn a_256_kib_property_block_round_trips() {
+        let value = "v".repeat(60_000);
+        let props = ConnackProps {
+            extra: (0..5)
+                .map(|i| Property::Pair(prop::USER_PROPERTY, format!("k{i}"), value.clone()))
+                .collect(),
+            ..ConnackProps::default()
+        };
+        let c = connack(0, false, &props);
+        assert!(c.len() > 256 * 1024 - 20_000 && c.len() < 512 * 1024);
+        assert_eq!(frame_len(&c), Ok(Some(c.len())));
+        assert_eq!(Packet { raw: c }.properties(), Ok(props.to_list()));
     }
 
     #[test]

@@ -291,6 +291,21 @@ fn fake_broker_answers_connack_then_closes_and_records_the_connect() {
 }
 
 #[test]
+fn fake_broker_keeps_recording_after_the_script_ends() {
+    // "CONNACK never sent": the script ends after the CONNECT, the connection stays open.
+    let fake = FakeBroker::start_same(|| vec![Step::Expect(PacketType::Connect)]);
+    let mut stream = dial(fake.port());
+    send(&mut stream, &connect_k8s_sat("fake-silent", 30, b"tok"));
+    assert_eq!(fake.wait_for_script(0, READ), Ok(()));
+    send(&mut stream, &[0xC0, 0x00]);
+    let ping = fake.wait_for_client_packet(0, PacketType::Pingreq, READ);
+    assert_eq!(ping.map(|p| p.packet.raw), Some(vec![0xC0, 0x00]));
+    assert_eq!(fake.connection(0).unwrap().client_closed_at, None);
+    drop(stream);
+    assert!(fake.wait_for_client_close(0, READ).is_some());
+}
+
+#[test]
 fn fake_broker_reports_an_unexpected_packet() {
     let fake = FakeBroker::start_same(|| vec![Step::Expect(PacketType::Connect)]);
     let mut stream = dial(fake.port());
