@@ -10,7 +10,8 @@
 //!
 //! Bounded: every read and write has a timeout, every expect a deadline, at most
 //! [`MAX_CONNECTIONS`] connections run scripts, and dropping the [`FakeBroker`] stops and joins all
-//! its threads within about a second.
+//! its threads: within a few ticks, or at most the 5 s write timeout when a write is blocked on a
+//! client that does not read.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
