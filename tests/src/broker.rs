@@ -66,7 +66,19 @@ impl Broker {
     /// If mosquitto is not installed (the message says what to install), or the broker does not come
     /// up within 5 s (the message contains its log).
     pub fn start(sat_token: &str) -> Broker {
-        Broker::launch(sat_token, None)
+        Broker::launch(sat_token, None, false)
+    }
+
+    /// Like [`Broker::start`], plus the K8S-SAT auth plugin ([`crate::plugin`]) with
+    /// `per_listener_settings false` (its expiry kicks need the tick event). Clients that send
+    /// Authentication Method `K8S-SAT` are checked against the tokens in [`Broker::k8s_tokens_dir`]
+    /// (none at first: see [`Broker::allow_k8s_token`]); clients without an Authentication Method
+    /// still log in with the password file (the subscriber, `$sat`).
+    ///
+    /// # Panics
+    /// As [`Broker::start`], and if the plugin cannot be built (the message names the packages).
+    pub fn start_k8s_sat(sat_token: &str) -> Broker {
+        Broker::launch(sat_token, None, true)
     }
 
     /// Like [`Broker::start`], plus a TLS listener on another free port of [`Broker::HOST`]
@@ -76,10 +88,10 @@ impl Broker {
     /// # Panics
     /// As [`Broker::start`], e.g. when mosquitto cannot load the listener's certificates.
     pub fn start_tls(sat_token: &str, tls: &TlsListener) -> Broker {
-        Broker::launch(sat_token, Some(tls))
+        Broker::launch(sat_token, Some(tls), false)
     }
 
-    fn launch(sat_token: &str, tls: Option<&TlsListener>) -> Broker {
+    fn launch(sat_token: &str, tls: Option<&TlsListener>, k8s_sat: bool) -> Broker {
         let mosquitto = require_program("mosquitto");
         let mosquitto_passwd = require_program("mosquitto_passwd");
         let dir = tempfile::Builder::new()
@@ -88,12 +100,16 @@ impl Broker {
             .expect("creating the broker's temp dir");
         let password_file = dir.path().join("passwd");
         write_password_file(&mosquitto_passwd, &password_file, sat_token);
+        let plugin = k8s_sat.then(|| {
+            fs::create_dir(dir.path().join(K8S_TOKENS_DIR)).expect("creating the tokens dir");
+            crate::plugin::k8s_sat_plugin()
+        });
 
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let tls_port = tls.map(|_| (0..8).map(|_| free_port()).find(|p| *p != port));
             let tls_port = tls_port.map(|p| p.expect("a second free port"));
-            let mut text = config_text(dir.path(), port);
+            let mut text = config_text(dir.path(), port, plugin);
             if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
                 text.push_str(&format!("listener {tls_port} {}\n", Broker::HOST));
                 text.push_str(&tls.config_lines());
@@ -146,6 +162,32 @@ impl Broker {
     /// The broker's temp dir (config, password file, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The K8S-SAT plugin's tokens directory (for a broker made by [`Broker::start_k8s_sat`]):
+    /// every file in it not starting with `.` is one valid token.
+    pub fn k8s_tokens_dir(&self) -> PathBuf {
+        self.dir.path().join(K8S_TOKENS_DIR)
+    }
+
+    /// Makes `token` valid for K8S-SAT from the next authentication on (until its JWT `exp`, if it
+    /// has one). Written atomically (a dot file renamed into place), so the plugin never reads half.
+    pub fn allow_k8s_token(&self, token: &str) {
+        let dir = self.k8s_tokens_dir();
+        assert!(
+            dir.is_dir(),
+            "allow_k8s_token needs a broker made by Broker::start_k8s_sat"
+        );
+        let name = token_file_name(token);
+        let staged = dir.join(format!(".{name}.tmp"));
+        fs::write(&staged, token).expect("writing a K8S-SAT token file");
+        fs::rename(&staged, dir.join(name)).expect("renaming a K8S-SAT token file into place");
+    }
+
+    /// Makes `token` invalid for K8S-SAT from the next authentication on (a client already in stays).
+    pub fn revoke_k8s_token(&self, token: &str) {
+        let path = self.k8s_tokens_dir().join(token_file_name(token));
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("revoking a K8S-SAT token: {e}"));
     }
 
     /// Path of the broker's log file.
@@ -246,8 +288,25 @@ fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 to find a free port")
 }
 
-fn config_text(dir: &Path, port: u16) -> String {
-    let mut config = format!(
+/// Name of the K8S-SAT tokens directory inside the broker's temp dir.
+const K8S_TOKENS_DIR: &str = "k8s-sat-tokens";
+
+/// A token's file name in the tokens dir: derived from the token, so revoking finds it, and never
+/// the token itself.
+fn token_file_name(token: &str) -> String {
+    format!(
+        "token-{}",
+        crate::plugin::token_tag(token.as_bytes()).replace([':', ','], "-")
+    )
+}
+
+fn config_text(dir: &Path, port: u16, plugin: Option<&Path>) -> String {
+    let mut config = String::new();
+    if plugin.is_some() {
+        // Global security settings: 2.0.11 only fires MOSQ_EVT_TICK without per-listener settings.
+        config.push_str("per_listener_settings false\n");
+    }
+    config += &format!(
         "listener {port} {host}\n\
          allow_anonymous false\n\
          password_file {dir}/passwd\n\
@@ -258,6 +317,13 @@ fn config_text(dir: &Path, port: u16) -> String {
         host = Broker::HOST,
         dir = dir.display(),
     );
+    if let Some(plugin) = plugin {
+        config.push_str(&format!(
+            "plugin {}\nplugin_opt_tokens_dir {}/{K8S_TOKENS_DIR}\n",
+            plugin.display(),
+            dir.display()
+        ));
+    }
     if is_root() {
         // Started as root, mosquitto switches to the `mosquitto` user, which cannot read or write our
         // private temp dir. Staying root is fine for a throwaway test broker.
@@ -413,6 +479,79 @@ impl BrokerLog {
     pub fn reloads(&self) -> usize {
         self.count("Reloading config.")
     }
+
+    /// Every decision the K8S-SAT plugin logged, in order (see [`crate::plugin`]).
+    pub fn k8s_sat_decisions(&self) -> Vec<SatDecision> {
+        self.messages().filter_map(SatDecision::parse).collect()
+    }
+
+    /// How many times the K8S-SAT plugin kicked `client_id` because its token's `exp` passed.
+    pub fn k8s_sat_kicks(&self, client_id: &str) -> usize {
+        let prefix = format!("k8s-sat: kick {client_id} exp=");
+        self.messages().filter(|m| m.starts_with(&prefix)).count()
+    }
+}
+
+/// One authentication decision of the K8S-SAT plugin, e.g.
+/// `k8s-sat: reauth pod-1 method=K8S-SAT token=len:310,fnv:1a2b3c4d accept exp=1795990000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SatDecision {
+    /// `true` for an AUTH 0x19 of a connected client, `false` for a CONNECT.
+    pub reauth: bool,
+    /// The client id (empty if mosquitto had none yet).
+    pub client_id: String,
+    /// The Authentication Method the client sent.
+    pub method: String,
+    /// How the token was logged, [`crate::plugin::token_tag`]; `None` for a deferred method.
+    pub token_tag: Option<String>,
+    /// Whether the plugin accepted.
+    pub accepted: bool,
+    /// Why, when refused: `unknown`, `expired`, or `defer` for a method other than K8S-SAT.
+    pub refusal: Option<String>,
+    /// The accepted token's `exp` (0: never expires).
+    pub exp: Option<i64>,
+}
+
+impl SatDecision {
+    fn parse(message: &str) -> Option<SatDecision> {
+        let rest = message.strip_prefix("k8s-sat: ")?;
+        let mut words = rest.split(' ');
+        let reauth = match words.next()? {
+            "connect" => false,
+            "reauth" => true,
+            _ => return None,
+        };
+        let client_id = words.next()?.to_string();
+        let method = words.next()?.strip_prefix("method=")?.to_string();
+        let mut token_tag = None;
+        let mut accepted = false;
+        let mut refusal = None;
+        let mut exp = None;
+        let mut last = None;
+        for word in words {
+            if let Some(tag) = word.strip_prefix("token=") {
+                token_tag = Some(tag.to_string());
+            } else if let Some(v) = word.strip_prefix("exp=") {
+                exp = v.parse().ok();
+            } else if word == "accept" {
+                accepted = true;
+            } else if word == "defer" {
+                refusal = Some("defer".to_string());
+            } else if last == Some("refuse") {
+                refusal = Some(word.to_string());
+            }
+            last = Some(word);
+        }
+        Some(SatDecision {
+            reauth,
+            client_id,
+            method,
+            token_tag,
+            accepted,
+            refusal,
+            exp,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -471,6 +610,27 @@ mod tests {
         assert_eq!(log.auth_rejections(), 1);
         assert_eq!(log.tcp_connections(), 3);
         assert_eq!(log.reloads(), 1);
+    }
+
+    #[test]
+    fn parses_the_plugin_decisions() {
+        let log = BrokerLog::new(
+            "1: k8s-sat: connect p1 method=K8S-SAT token=len:3,fnv:0011aabb accept exp=0\n\
+             2: k8s-sat: reauth p1 method=K8S-SAT token=len:4,fnv:0011aabc refuse unknown\n\
+             3: k8s-sat: connect p2 method=OTHER defer (not K8S-SAT)\n\
+             4: k8s-sat: kick p1 exp=5\n",
+        );
+        let d = log.k8s_sat_decisions();
+        assert_eq!(d.len(), 3);
+        assert!(!d[0].reauth && d[0].accepted && d[0].exp == Some(0));
+        assert_eq!(d[0].token_tag.as_deref(), Some("len:3,fnv:0011aabb"));
+        assert!(d[1].reauth && !d[1].accepted);
+        assert_eq!(d[1].refusal.as_deref(), Some("unknown"));
+        assert_eq!(
+            (d[2].method.as_str(), d[2].refusal.as_deref()),
+            ("OTHER", Some("defer"))
+        );
+        assert_eq!(log.k8s_sat_kicks("p1"), 1);
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! with the tests that need them. The TCP fault proxy ([`FaultProxy`]) cuts connections at
 //! seeded random byte offsets.
 //!
+//! For K8S-SAT enhanced authentication, [`Broker::start_k8s_sat`] loads a small mosquitto auth
+//! plugin ([`plugin`], C source in `tests/plugin/`, compiled by the harness with gcc). For what no
+//! real broker can be made to do, [`FakeBroker`] runs a script of raw bytes per connection, or sits
+//! between client and mosquitto and rewrites the broker's packets; [`mqtt`] frames and builds the
+//! packets for both, independently of satmqtt.
+//!
 //! Every wait in here is bounded in time and polls a condition; none is a bare sleep. A missing
 //! `mosquitto` installation is a panic that names the package to install, never a silent skip.
 //!
@@ -37,6 +43,9 @@
 
 pub mod bed;
 pub mod broker;
+pub mod fake_broker;
+pub mod mqtt;
+pub mod plugin;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;
@@ -48,13 +57,14 @@ pub mod tools;
 pub mod wait;
 
 pub use bed::TestBed;
-pub use broker::{Broker, BrokerLog, Connect};
+pub use broker::{Broker, BrokerLog, Connect, SatDecision};
+pub use fake_broker::{FakeBroker, Step};
 pub use proxy::{FaultProxy, Faults, ProxyStats};
 pub use publisher::{Publisher, PublisherBuilder};
 pub use sequence::Sequence;
 pub use subscriber::{Received, Subscriber};
 pub use tls_certs::{TestPki, TlsListener};
-pub use token::{assert_no_token_leak, fake_jwt, secret_fragments, TokenDir};
+pub use token::{assert_no_token_leak, fake_jwt, jwt_exp, secret_fragments, TokenDir};
 
 /// Username every satmqtt client presents: the broker's `$sat` convention (service-account token).
 pub const SAT_USERNAME: &str = "$sat";

@@ -122,6 +122,14 @@ pub fn fake_jwt(exp_offset_secs: i64) -> String {
     )
 }
 
+/// The `exp` claim (unix seconds) of a JWT-shaped token such as [`fake_jwt`]'s; `None` if it has none.
+pub fn jwt_exp(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
 /// Pieces of `token` that must never appear in any output.
 ///
 /// For a JWT: the whole token, its payload part and every 16-character window of its signature part

@@ -8,7 +8,7 @@ use crate::cmd;
 
 /// A program and the Debian package that provides it.
 pub struct Tool {
-    /// Executable name.
+    /// Executable name, or the absolute path of a file that must exist (a C header).
     pub program: &'static str,
     /// Debian package.
     pub package: &'static str,
@@ -54,6 +54,27 @@ pub const TEST_TOOLS: &[Tool] = &[
     Tool {
         program: "kubectl",
         package: "kubernetes-client",
+    },
+];
+
+/// What the test harness needs to compile the K8S-SAT mosquitto auth plugin
+/// (`tests/plugin/k8s_sat_auth.c`, built with `gcc -fPIC -shared`).
+pub const K8S_SAT_PLUGIN: &[Tool] = &[
+    Tool {
+        program: "gcc",
+        package: "gcc",
+    },
+    Tool {
+        program: "/usr/include/mosquitto_broker.h",
+        package: "mosquitto-dev",
+    },
+    Tool {
+        program: "/usr/include/mosquitto_plugin.h",
+        package: "mosquitto-dev",
+    },
+    Tool {
+        program: "/usr/include/mosquitto.h",
+        package: "libmosquitto-dev",
     },
 ];
 
@@ -153,7 +174,12 @@ pub fn ensure(tools: &[Tool]) -> Result<(), String> {
 fn missing_packages(tools: &[Tool]) -> Vec<&'static str> {
     let mut packages: Vec<&'static str> = Vec::new();
     for tool in tools {
-        if find_program(tool.program).is_none() && !packages.contains(&tool.package) {
+        let present = if tool.program.starts_with('/') {
+            std::path::Path::new(tool.program).exists()
+        } else {
+            find_program(tool.program).is_some()
+        };
+        if !present && !packages.contains(&tool.package) {
             packages.push(tool.package);
         }
     }

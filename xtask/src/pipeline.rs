@@ -26,6 +26,7 @@ enum Outcome {
 pub fn run() -> Result<(), String> {
     install::ensure(install::MOSQUITTO)?;
     install::ensure(install::TEST_TOOLS)?;
+    install::ensure(install::K8S_SAT_PLUGIN)?;
     // tests/tests/deploy.rs validates deploy/ with it.
     install::ensure_kubernetes_validate()?;
 
