@@ -30,8 +30,6 @@ pub mod event;
 pub mod token;
 pub mod wire;
 
-#[cfg(test)]
-mod tests;
 
 pub use backoff::BackoffConfig;
 pub use config::{

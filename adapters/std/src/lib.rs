@@ -24,6 +24,7 @@ pub mod watch;
 pub use clock::StdClock;
 pub use net::{wait_readable, wait_socket, LastError, StdError, StdSocket, StdStack, Waitable};
 pub use run::{run, Note, Outcome, RunError, RunOptions};
+pub use run::{FileTokens, Unavailable, RX_LEN};
 pub use tls::{TlsConfig, TlsError, TlsFailure, TlsSocket, TlsStack};
 pub use token::{Token, TokenError, TokenFile};
 pub use watch::{TokenWatcher, Watch};

@@ -21,20 +21,16 @@ use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// A TCP client stack on std sockets with a bounded connect and `TCP_NODELAY`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StdStack {
-    connect_timeout: Duration,
     last_error: LastError,
 }
 
 impl StdStack {
-    /// A stack whose `connect` gives up after `connect_timeout` (which must not be zero: std
-    /// refuses a zero connect timeout, so every connect would fail).
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            connect_timeout,
-            last_error: LastError::default(),
-        }
+    /// A stack whose `connect` never blocks: it answers `WouldBlock` until the connection is up
+    /// (the caller bounds the wait).
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// A handle to the text of the last failure (e.g. "connect to …: Connection refused"): the
@@ -44,17 +40,11 @@ impl StdStack {
     }
 }
 
-impl Default for StdStack {
-    /// A 5 s connect timeout.
-    fn default() -> Self {
-        Self::new(Duration::from_secs(5))
-    }
-}
-
 /// A TCP socket of [`StdStack`]: not connected until [`TcpClientStack::connect`] succeeds.
 #[derive(Debug)]
 pub struct StdSocket {
     stream: Option<TcpStream>,
+    dial: Option<Dial>,
     // Kept so send/receive errors can name the broker even after the connection is gone.
     peer: Option<SocketAddr>,
 }
@@ -62,7 +52,11 @@ pub struct StdSocket {
 impl StdSocket {
     /// The connected stream's file descriptor, for `poll(2)`; `None` when not connected.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.stream.as_ref().map(AsFd::as_fd)
+        match (&self.stream, &self.dial) {
+            (Some(stream), _) => Some(stream.as_fd()),
+            (None, Some(dial)) => Some(dial.fd()),
+            (None, None) => None,
+        }
     }
 
     /// Whether `connect` succeeded and the socket has not been closed since.
@@ -139,14 +133,71 @@ impl TcpError for StdError {
     }
 }
 
-/// Connects to `remote` within `timeout` (which must not be zero), then turns `TCP_NODELAY` on
-/// and makes the stream non-blocking. Shared by [`StdStack`] and the TLS stack.
-pub(crate) fn connect_stream(remote: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&remote, timeout)?;
-    // One PUBLISH per write: it must leave now, not when the previous segment is acked.
-    stream.set_nodelay(true)?;
-    stream.set_nonblocking(true)?;
-    Ok(stream)
+/// A TCP connect under way without blocking: `socket(2)`, `O_NONBLOCK`, `connect(2)` →
+/// `EINPROGRESS`, then `poll(2)` for writability and `SO_ERROR`. The caller (the core's driver)
+/// owns the deadline, so a blackholed broker costs one connect per attempt and a stop request
+/// is seen on the next poll, not after a kernel timeout.
+#[derive(Debug)]
+pub(crate) struct Dial {
+    socket: socket2::Socket,
+}
+
+/// What starting a connect gave.
+#[derive(Debug)]
+pub(crate) enum Dialed {
+    /// Connected at once (loopback sometimes is).
+    Done(TcpStream),
+    /// In progress: [`Dial::poll`] it.
+    Pending(Dial),
+}
+
+impl Dial {
+    /// Starts connecting to `remote`.
+    pub(crate) fn start(remote: SocketAddr) -> io::Result<Dialed> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(remote),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        // One PUBLISH batch per write: it must leave now, not when the previous segment is acked.
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&remote.into()) {
+            Ok(()) => Ok(Dialed::Done(socket.into())),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {
+                Ok(Dialed::Pending(Dial { socket }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The connect's outcome, if it has one yet.
+    pub(crate) fn poll(&self) -> nb::Result<(), io::Error> {
+        let mut fds = [PollFd::new(&self.socket, PollFlags::OUT)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => return Err(nb::Error::WouldBlock),
+            Ok(_) => {}
+            Err(e) => return Err(nb::Error::Other(e.into())),
+        }
+        match self.socket.take_error() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) | Err(e) => Err(nb::Error::Other(e)),
+        }
+    }
+
+    /// The connected stream.
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.socket.into()
+    }
+
+    /// Its descriptor, to wait for writability.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 /// The [`TcpErrorKind`] of an OS error: the ways a connection ends are a closed pipe.
@@ -187,6 +238,7 @@ impl TcpClientStack for StdStack {
         // The OS socket is made by connect: std cannot create an unconnected TcpStream.
         Ok(StdSocket {
             stream: None,
+            dial: None,
             peer: None,
         })
     }
@@ -195,15 +247,36 @@ impl TcpClientStack for StdStack {
         if socket.stream.is_some() {
             return Ok(());
         }
-        self.last_error.clear();
-        let stream = connect_stream(remote, self.connect_timeout).map_err(|e| {
+        let fail = |e| {
             let e = StdError::new("connect", Some(remote), e);
             self.last_error.set(&e);
             nb::Error::Other(e)
-        })?;
-        socket.stream = Some(stream);
-        socket.peer = Some(remote);
-        Ok(())
+        };
+        let dial = match socket.dial.take() {
+            Some(dial) => dial,
+            None => {
+                self.last_error.clear();
+                socket.peer = Some(remote);
+                match Dial::start(remote).map_err(fail)? {
+                    Dialed::Done(stream) => {
+                        socket.stream = Some(stream);
+                        return Ok(());
+                    }
+                    Dialed::Pending(dial) => dial,
+                }
+            }
+        };
+        match dial.poll() {
+            Ok(()) => {
+                socket.stream = Some(dial.into_stream());
+                Ok(())
+            }
+            Err(nb::Error::WouldBlock) => {
+                socket.dial = Some(dial);
+                Err(nb::Error::WouldBlock)
+            }
+            Err(nb::Error::Other(e)) => Err(fail(e)),
+        }
     }
 
     fn send(&mut self, socket: &mut StdSocket, buffer: &[u8]) -> nb::Result<usize, StdError> {
@@ -250,7 +323,7 @@ impl TcpClientStack for StdStack {
 
 /// `poll(2)` takes milliseconds in a C int on some platforms; round up so a sub-millisecond wait
 /// does not become a zero-timeout busy loop.
-fn poll_timeout(timeout: Duration) -> Timespec {
+pub(crate) fn poll_timeout(timeout: Duration) -> Timespec {
     let ms = timeout.as_nanos().div_ceil(1_000_000);
     let ms = i64::try_from(ms)
         .unwrap_or(i64::MAX)
@@ -380,6 +453,11 @@ pub trait Waitable {
 impl Waitable for StdSocket {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.as_fd()
+    }
+
+    fn wants_write(&self) -> bool {
+        // A connect in progress completes by becoming writable.
+        self.dial.is_some()
     }
 }
 

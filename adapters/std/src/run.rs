@@ -81,21 +81,34 @@ impl FileTokens {
     }
 }
 
-impl TokenSource for FileTokens {
-    type Error = TokenError;
+/// The token file could not be used; [`FileTokens::last_error`] says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
 
-    fn load(&mut self, buf: &mut [u8]) -> Result<CoreToken, TokenError> {
-        let token = self.file.load().inspect_err(|e| {
-            self.last_error = Some(e.clone());
-        })?;
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the token file could not be used")
+    }
+}
+
+impl TokenSource for FileTokens {
+    type Error = Unavailable;
+
+    fn load(&mut self, buf: &mut [u8]) -> Result<CoreToken, Unavailable> {
+        let token = match self.file.load() {
+            Ok(token) => token,
+            Err(e) => {
+                self.last_error = Some(e);
+                return Err(Unavailable);
+            }
+        };
         let bytes = token.as_str().as_bytes();
         let Some(dst) = buf.get_mut(..bytes.len()) else {
-            let e = TokenError::TooLong {
+            self.last_error = Some(TokenError::TooLarge {
                 path: self.file.path().to_owned(),
                 len: bytes.len(),
-            };
-            self.last_error = Some(e.clone());
-            return Err(e);
+            });
+            return Err(Unavailable);
         };
         dst.copy_from_slice(bytes);
         self.last_error = None;
@@ -131,7 +144,6 @@ impl TokenSource for FileTokens {
 }
 
 /// What the driver reports to the program; the program decides what to log.
-#[derive(Debug)]
 pub enum Note<'a> {
     /// An event from the core, with the stack's own words when it is about a network error.
     Event {
@@ -313,9 +325,8 @@ where
     if writable {
         interest |= PollFlags::OUT;
     }
-    let socket_fd: Option<BorrowedFd<'_>> = socket
-        .filter(|_| !interest.is_empty())
-        .and_then(|s| s.fd());
+    let socket_fd: Option<BorrowedFd<'_>> =
+        socket.filter(|_| !interest.is_empty()).and_then(|s| s.fd());
     let wake = driver.tokens().watcher.wake_fd();
     let mut fds = [
         socket_fd.map(|fd| PollFd::from_borrowed_fd(fd, interest)),
@@ -341,5 +352,3 @@ where
         writable: got.contains(PollFlags::OUT) || trouble,
     })
 }
-
-

@@ -37,7 +37,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
-use crate::net::{connect_stream, io_error_kind, LastError, StdError, Waitable};
+use crate::net::{io_error_kind, Dial, Dialed, LastError, StdError, Waitable};
 
 /// Most rounds of socket I/O in one call: past it the call returns `WouldBlock` and the
 /// driver's `poll(2)` says when to go on, so no call can spin.
@@ -688,6 +688,8 @@ enum State {
     Idle,
     /// TCP is up, the handshake is in progress since `started` (the connect's start).
     Handshaking { started: Instant },
+    /// The TCP connect is under way.
+    Dialing { started: Instant },
     /// The handshake is done.
     Open,
     /// The connection failed; it is not retried on this socket.
@@ -697,6 +699,7 @@ enum State {
 /// A socket of [`TlsStack`]: TCP plus a rustls client connection.
 pub struct TlsSocket {
     stream: Option<TcpStream>,
+    dial: Option<Dial>,
     conn: Option<ClientConnection>,
     peer: Option<SocketAddr>,
     state: State,
@@ -720,7 +723,11 @@ impl fmt::Debug for TlsSocket {
 impl TlsSocket {
     /// The TCP stream's file descriptor, for `poll(2)`; `None` before the TCP connect.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.stream.as_ref().map(AsFd::as_fd)
+        match (&self.stream, &self.dial) {
+            (Some(stream), _) => Some(stream.as_fd()),
+            (None, Some(dial)) => Some(dial.fd()),
+            (None, None) => None,
+        }
     }
 
     /// Whether the handshake is complete and the connection has not failed.
@@ -758,8 +765,9 @@ impl Waitable for TlsSocket {
     }
 
     fn wants_write(&self) -> bool {
-        matches!(self.state, State::Open | State::Handshaking { .. })
-            && self.conn.as_ref().is_some_and(|c| c.wants_write())
+        self.dial.is_some()
+            || matches!(self.state, State::Open | State::Handshaking { .. })
+                && self.conn.as_ref().is_some_and(|c| c.wants_write())
     }
 }
 
@@ -770,6 +778,7 @@ impl TcpClientStack for TlsStack {
     fn socket(&mut self) -> Result<TlsSocket, TlsError> {
         Ok(TlsSocket {
             stream: None,
+            dial: None,
             conn: None,
             peer: None,
             state: State::Idle,
@@ -786,12 +795,37 @@ impl TcpClientStack for TlsStack {
             State::Failed => {
                 return Err(nb::Error::Other(TlsError::NotConnected { op: "connect" }))
             }
-            State::Idle => {}
+            State::Idle | State::Dialing { .. } => {}
         }
-        self.last_error.clear();
-        let started = Instant::now();
+        let started = match socket.state {
+            State::Dialing { started } => started,
+            _ => {
+                self.last_error.clear();
+                Instant::now()
+            }
+        };
         socket.peer = Some(remote);
-        let stream = match connect_stream(remote, self.connect_timeout) {
+        let dialed = match socket.dial.take() {
+            Some(dial) => match dial.poll() {
+                Ok(()) => Ok(dial.into_stream()),
+                Err(nb::Error::WouldBlock) => {
+                    socket.dial = Some(dial);
+                    socket.state = State::Dialing { started };
+                    return Err(nb::Error::WouldBlock);
+                }
+                Err(nb::Error::Other(e)) => Err(e),
+            },
+            None => match Dial::start(remote) {
+                Ok(Dialed::Done(stream)) => Ok(stream),
+                Ok(Dialed::Pending(dial)) => {
+                    socket.dial = Some(dial);
+                    socket.state = State::Dialing { started };
+                    return Err(nb::Error::WouldBlock);
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let stream = match dialed {
             Ok(stream) => stream,
             Err(e) => {
                 let e = TlsError::Io(StdError::new("connect", Some(remote), e));

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use log::{debug, error, info, trace, warn};
 use satmqtt::embedded_nal::TcpClientStack;
-use satmqtt::{BackoffConfig, Config, End, Event, Progress, Publisher, Qos};
+use satmqtt::{Auth, BackoffConfig, Config, End, Event, Progress, Qos};
 use satmqtt_std::{
-    wait_readable, LastError, Note, Outcome, RunOptions, StdClock, StdStack, TlsConfig, TlsStack,
-    TokenFile, Waitable,
+    wait_readable, Note, Outcome, RunOptions, StdStack, TlsConfig, TlsStack, TokenFile, Waitable,
 };
 
 /// Exit code for a configuration or token problem found at start-up.
@@ -70,6 +69,18 @@ struct Args {
         default_value = "/var/run/secrets/tokens/mqtt-client-token"
     )]
     token_file: std::path::PathBuf,
+    /// How the token logs in: `sat` (user name `$sat`, token as password: Azure IoT MQ preview)
+    /// or `k8s-sat` (MQTT v5 enhanced authentication with in-band re-authentication: Azure IoT
+    /// Operations) [default: k8s-sat when the token file comes from AIO_SAT_FILE, else sat].
+    #[arg(long, env = "SATMQTT_AUTH", value_enum)]
+    auth: Option<AuthArg>,
+    /// Most QoS 1 messages in flight; the broker's Receive Maximum can lower it.
+    #[arg(long, env = "SATMQTT_WINDOW_CAP", default_value_t = satmqtt::DEFAULT_WINDOW_CAP)]
+    window_cap: u16,
+    /// Session Expiry Interval asked of the broker, in seconds; 0 leaves no session behind and
+    /// every connection starts clean (unacknowledged messages are resent by us either way).
+    #[arg(long, env = "SATMQTT_SESSION_EXPIRY_S", default_value_t = 0)]
+    session_expiry_s: u32,
     /// QoS of every publish: 0 or 1.
     #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     qos: u8,
@@ -125,6 +136,15 @@ struct Args {
     max_age_s: u64,
 }
 
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthArg {
+    /// User name `$sat`, the token as password.
+    Sat,
+    /// MQTT v5 enhanced authentication, method K8S-SAT.
+    K8sSat,
+}
+
 impl Args {
     fn tls_config(&self) -> TlsConfig {
         TlsConfig {
@@ -160,18 +180,28 @@ fn main() -> ExitCode {
     );
     let client_id = args.client_id();
     logger::init(args.log_level, &client_id, args.log_format);
-    match origins {
+    let auth = match origins {
         Ok(origins) => {
             info!("configuration: {}", origins.describe(&args));
             for warning in &origins.warnings {
                 warn!("{warning}");
             }
+            let (auth, why) = match args.auth {
+                Some(AuthArg::Sat) => (Auth::Sat, "--auth/SATMQTT_AUTH"),
+                Some(AuthArg::K8sSat) => (Auth::K8sSat, "--auth/SATMQTT_AUTH"),
+                None if matches!(origins.token_file, settings::Source::Aio(_)) => {
+                    (Auth::K8sSat, "the token file comes from AIO_SAT_FILE")
+                }
+                None => (Auth::Sat, "the default"),
+            };
+            info!("login scheme {auth} ({why})");
+            auth
         }
         Err(e) => {
             error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
-    }
+    };
     let mut heartbeat = None;
     if let Some(path) = &args.heartbeat_file {
         match heartbeat::Heartbeat::start(path) {
@@ -218,7 +248,7 @@ fn main() -> ExitCode {
     drop(first);
 
     // TLS files are read before anything waits on the network: a bad path fails at once.
-    let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    let connect_timeout = Duration::from_millis(args.connect_timeout_ms.max(1));
     let tls = if args.tls {
         match TlsStack::new(&args.tls_config(), connect_timeout) {
             Ok(stack) => Some(stack),
@@ -262,18 +292,21 @@ fn main() -> ExitCode {
         cap_ms: args.backoff_cap_ms,
         ..BackoffConfig::default()
     };
+    config.auth = auth;
+    config.window_cap = args.window_cap;
+    config.session_expiry_s = args.session_expiry_s;
+    config.expiry_margin_s = args.expiry_margin_s;
+    if let Err(e) = config.validate() {
+        error!("invalid --{}: {e}", e.field().name());
+        return ExitCode::from(EXIT_CONFIG);
+    }
 
     match tls {
         Some(stack) => {
             info!("{}", stack.describe());
-            let errors = stack.error_handle();
-            drive(stack, config, &args, &tokens, token_len, &stop, errors)
+            drive(stack, config, &args, tokens, token_len, &stop)
         }
-        None => {
-            let stack = StdStack::new(connect_timeout);
-            let errors = stack.error_handle();
-            drive(stack, config, &args, &tokens, token_len, &stop, errors)
-        }
+        None => drive(StdStack::new(), config, &args, tokens, token_len, &stop),
     }
 }
 
@@ -282,24 +315,16 @@ fn drive<S>(
     stack: S,
     config: Config<'_>,
     args: &Args,
-    tokens: &TokenFile,
+    tokens: TokenFile,
     token_len: usize,
     stop: &AtomicBool,
-    stack_errors: LastError,
 ) -> ExitCode
 where
     S: TcpClientStack,
     S::TcpSocket: Waitable,
+    S::Error: std::fmt::Display,
 {
     let broker = config.broker;
-    let mut publisher = match Publisher::new(stack, StdClock::new(), config, seed(config.client_id))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            error!("invalid configuration: {e:?}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     info!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
          token file {path} ({token_len} bytes)",
@@ -315,14 +340,19 @@ where
         path = args.token_file.display(),
     );
 
-    let mut report = Report::new(args, broker, stack_errors);
+    let mut report = Report::new(args, broker);
     let options = RunOptions {
-        expiry_margin: Duration::from_secs(args.expiry_margin_s),
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
     };
-    let outcome = satmqtt_std::run(&mut publisher, tokens, options, stop, |note| {
-        report.note(note)
-    });
+    let outcome = satmqtt_std::run(
+        &config,
+        stack,
+        tokens,
+        options,
+        seed(config.client_id),
+        stop,
+        |note| report.note(note),
+    );
     match outcome {
         Ok(Outcome::Finished(p)) => {
             info!("finished: {}", summary(&p));
@@ -331,6 +361,10 @@ where
         Ok(Outcome::Stopped(p)) => {
             info!("stopped by signal: {}", summary(&p));
             ExitCode::SUCCESS
+        }
+        Err(satmqtt_std::RunError::Driver(e)) => {
+            error!("{e}");
+            ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
             error!("{e}");
@@ -391,15 +425,16 @@ struct Report {
     sent_at_last_stats: u64,
     sent: u64,
     acked_through: Option<u64>,
-    failures: u32,
-    /// The TLS stack's last failure text (the core only reports `Network(kind)`).
-    stack_errors: LastError,
+    /// When the last CONNACK arrived, and how many connections in a row the broker ended
+    /// right after it (a second client with our id takes the session over each time).
+    connected_at: Option<Instant>,
+    quick_ends: u32,
     /// Refreshed on every note: each one is progress, or a retry.
     heartbeat: Option<heartbeat::Heartbeat>,
 }
 
 impl Report {
-    fn new(args: &Args, broker: SocketAddr, stack_errors: LastError) -> Self {
+    fn new(args: &Args, broker: SocketAddr) -> Self {
         Report {
             broker,
             token_path: args.token_file.display().to_string(),
@@ -409,8 +444,8 @@ impl Report {
             sent_at_last_stats: 0,
             sent: 0,
             acked_through: None,
-            failures: 0,
-            stack_errors,
+            connected_at: None,
+            quick_ends: 0,
             // main() has checked the path by writing it once; should it fail now, there is no
             // heartbeat, which is exactly what the liveness probe will report.
             heartbeat: args
@@ -425,35 +460,10 @@ impl Report {
             heartbeat.beat();
         }
         match note {
-            Note::Event(event) => self.event(event),
+            Note::Event { event, stack_error } => self.event(event, stack_error),
             Note::TokenUnavailable { error, retry_in_ms } => {
                 warn!("{error}; retrying in {retry_in_ms} ms")
             }
-            Note::TokenChanged { exp } => match exp {
-                Some(exp) => info!(
-                    "new token in {} (expires {}): rotating the connection",
-                    self.token_path,
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_secs(exp)
-                    )
-                ),
-                None => info!("new token in {}: rotating the connection", self.token_path),
-            },
-            Note::TokenExpiring { expires_in_s } => warn!(
-                "token in {} expires in {expires_in_s} s and no new one has appeared yet \
-                 (is the projected volume refreshing?)",
-                self.token_path
-            ),
-            Note::TokenExpired { ago_s, retry_in_ms } => warn!(
-                "token in {} expired {ago_s} s ago: not connecting with it; waiting for the \
-                 kubelet to refresh it, next check in {retry_in_ms} ms",
-                self.token_path
-            ),
-            Note::TokenExpiredInUse { ago_s } => warn!(
-                "the token in use expired {ago_s} s ago and {} holds no new one: the broker \
-                 may drop the connection; it will not be re-used for a new one",
-                self.token_path
-            ),
             Note::WatchDegraded(e) => warn!(
                 "cannot watch {} for token rotation ({e}); re-reading it every few seconds \
                  instead",
@@ -463,78 +473,79 @@ impl Report {
         self.stats();
     }
 
-    fn event(&mut self, event: Event) {
+    fn event(&mut self, event: &Event, stack_error: Option<&dyn std::fmt::Display>) {
         match event {
-            Event::Connected {
-                receive_maximum,
-                window,
-                ..
-            } => {
-                self.failures = 0;
-                info!(
-                    "connected to {} (receive maximum {receive_maximum}, QoS 1 window {window})",
-                    self.broker
-                )
+            Event::Connecting { attempt } => {
+                debug!("connecting to {} (attempt {attempt})", self.broker)
             }
-            Event::Republishing { from, count } => {
-                info!("resending {count} unacknowledged message(s) from {from}")
+            Event::Connected { .. } => {
+                self.connected_at = Some(Instant::now());
+                info!("{event} to {}", self.broker)
             }
-            Event::Published { n, duplicate } => {
-                self.sent += 1;
-                if duplicate {
-                    debug!("published {n} again");
-                } else {
-                    debug!("published {n}");
-                }
+            Event::Published { first, last, .. } => {
+                self.sent += last - first + 1;
+                debug!("{event}");
             }
             Event::Acked { through } => {
-                self.acked_through = Some(through);
-                trace!("acknowledged through {through}");
+                self.acked_through = Some(*through);
+                trace!("{event}");
             }
-            Event::PublishRejected { n, reason } => warn!(
-                "broker refused message {n}: PUBACK 0x{reason:02x} {}",
-                satmqtt::frame::reason_name(reason)
-            ),
-            // Logged with its retry delay by the Disconnected event that follows.
-            Event::TokenRejected { .. } => {}
-            Event::Disconnected {
-                why,
-                disconnect_sent,
-                retry_in_ms,
-            } => {
-                // Taken on every disconnection, so a stale text never sticks to a later one.
-                let tls = self.stack_errors.take();
-                let tls = tls.map(|e| format!(": {e}")).unwrap_or_default();
-                let sent = if disconnect_sent {
-                    ", DISCONNECT sent"
-                } else {
-                    ""
-                };
-                if let End::TokenRejected(reason) = why {
-                    self.failures += 1;
-                    warn!(
-                        "token rejected by the broker (CONNACK 0x{reason:02x} {}): check the \
-                         token's audience and ServiceAccount; re-reading {} and retrying in \
-                         {retry_in_ms} ms (attempt {})",
-                        satmqtt::frame::reason_name(reason),
-                        self.token_path,
-                        self.failures + 1
-                    );
-                } else if why.is_failure() {
-                    self.failures += 1;
-                    warn!(
-                        "disconnected: {why}{tls}{sent}; reconnecting in {retry_in_ms} ms \
-                         (attempt {})",
-                        self.failures + 1
-                    );
-                } else {
-                    info!("disconnected: {why}{sent}");
-                }
-            }
-            Event::Rotated { gap_ms } => {
-                info!("rotated to the new token: publishing resumed after {gap_ms} ms")
-            }
+            Event::PublishRejected { .. }
+            | Event::TokenExpiring { .. }
+            | Event::TokenExpired { .. }
+            | Event::ReauthDeferred { .. } => warn!("{event} ({})", self.token_path),
+            Event::TokenChanged { exp } => match exp {
+                Some(exp) => info!(
+                    "new token in {} (expires {})",
+                    self.token_path,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(*exp)
+                    )
+                ),
+                None => info!("new token in {}", self.token_path),
+            },
+            Event::Disconnected { why, .. } => self.disconnected(event, why, stack_error),
             Event::Finished { .. } => {}
+            _ => info!("{event}"),
+        }
+    }
+
+    fn disconnected(
+        &mut self,
+        event: &Event,
+        why: &End,
+        stack_error: Option<&dyn std::fmt::Display>,
+    ) {
+        let detail = stack_error.map(|e| format!(" ({e})")).unwrap_or_default();
+        let quick = self
+            .connected_at
+            .take()
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(2));
+        let taken_over = matches!(why, End::PeerClosed)
+            || matches!(why, End::ServerDisconnect { reason: 0x8e, .. });
+        self.quick_ends = if quick && taken_over {
+            self.quick_ends + 1
+        } else {
+            0
+        };
+        if let End::TokenRejected(_) = why {
+            warn!(
+                "{event}{detail}: check the token's audience and ServiceAccount; {} is re-read \
+                 before the next attempt",
+                self.token_path
+            );
+        } else if why.is_failure() {
+            warn!("{event}{detail}");
+        } else {
+            info!("{event}");
+        }
+        if self.quick_ends >= 2 {
+            warn!(
+                "the broker ended {} connections in a row right after accepting them: another \
+                 client with the same client id is the likely cause (each takes the session \
+                 over from the other); give every publisher its own --client-id",
+                self.quick_ends
+            );
         }
     }
 
