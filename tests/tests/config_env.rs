@@ -82,6 +82,8 @@ fn aio_variables_alone_configure_the_connection() {
         // Any case.
         ("AIO_MQTT_USE_TLS", "FALSE".into()),
         ("AIO_SAT_FILE", bed.tokens.path().display().to_string()),
+        // AIO_SAT_FILE alone implies K8S-SAT (tests/tests/k8s_sat.rs); this broker is the seed's.
+        ("SATMQTT_AUTH", "sat".into()),
         ("AIO_MQTT_CLIENT_ID", "aio-plain".into()),
         ("AIO_MQTT_KEEP_ALIVE", "42".into()),
     ])
@@ -127,6 +129,7 @@ fn aio_variables_configure_mutual_tls_and_tls_is_on_by_default_with_an_aio_host(
         ("AIO_TLS_CERT_FILE", pki.client_cert().display().to_string()),
         ("AIO_TLS_KEY_FILE", pki.client_key().display().to_string()),
         ("AIO_SAT_FILE", tokens.path().display().to_string()),
+        ("SATMQTT_AUTH", "sat".into()),
         ("AIO_MQTT_CLIENT_ID", "aio-mtls".into()),
     ])
     .spawn();
