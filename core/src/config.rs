@@ -394,7 +394,11 @@ mod tests {
                 "passes the largest counter",
             ),
             (|c| c.interval_ms = u64::MAX, Field::Interval, "a day"),
-            (|c| c.connect_timeout_ms = 0, Field::ConnectTimeout, "above 0"),
+            (
+                |c| c.connect_timeout_ms = 0,
+                Field::ConnectTimeout,
+                "above 0",
+            ),
             (|c| c.broker.set_port(0), Field::Port, "port 0"),
         ];
         for (change, field, words) in cases {

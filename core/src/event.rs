@@ -490,7 +490,8 @@ impl fmt::Display for Event {
                 if why.is_failure() {
                     write!(
                         f,
-                        "; reconnecting in {retry_in_ms} ms (failure {failures} in a row)"
+                        "; reconnecting in {retry_in_ms} ms (attempt {})",
+                        failures + 1
                     )?;
                 }
                 Ok(())

@@ -340,7 +340,7 @@ where
         path = args.token_file.display(),
     );
 
-    let mut report = Report::new(args, broker);
+    let mut report = Report::new(args, broker, config.auth);
     let options = RunOptions {
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
     };
@@ -419,6 +419,7 @@ fn seed(client_id: &str) -> u64 {
 /// Turns the driver's notes into log lines and the periodic rate summary.
 struct Report {
     broker: SocketAddr,
+    auth: Auth,
     token_path: String,
     stats_every: Option<Duration>,
     last_stats: Instant,
@@ -434,9 +435,10 @@ struct Report {
 }
 
 impl Report {
-    fn new(args: &Args, broker: SocketAddr) -> Self {
+    fn new(args: &Args, broker: SocketAddr, auth: Auth) -> Self {
         Report {
             broker,
+            auth,
             token_path: args.token_file.display().to_string(),
             stats_every: (args.stats_interval_s > 0)
                 .then(|| Duration::from_secs(args.stats_interval_s)),
@@ -480,7 +482,9 @@ impl Report {
             }
             Event::Connected { .. } => {
                 self.connected_at = Some(Instant::now());
-                info!("{event} to {}", self.broker)
+                let text = event.to_string();
+                let to = format!("connected to {}", self.broker);
+                info!("{}", text.replacen("connected", &to, 1))
             }
             Event::Published { first, last, .. } => {
                 self.sent += last - first + 1;
@@ -494,16 +498,23 @@ impl Report {
             | Event::TokenExpiring { .. }
             | Event::TokenExpired { .. }
             | Event::ReauthDeferred { .. } => warn!("{event} ({})", self.token_path),
-            Event::TokenChanged { exp } => match exp {
-                Some(exp) => info!(
-                    "new token in {} (expires {})",
-                    self.token_path,
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_secs(*exp)
-                    )
-                ),
-                None => info!("new token in {}", self.token_path),
-            },
+            Event::TokenChanged { exp } => {
+                let expires = exp
+                    .map(|exp| {
+                        format!(
+                            " (expires {})",
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + Duration::from_secs(exp)
+                            )
+                        )
+                    })
+                    .unwrap_or_default();
+                let how = match self.auth {
+                    Auth::Sat => "rotating the connection",
+                    Auth::K8sSat => "re-authenticating in band",
+                };
+                info!("new token in {}{expires}: {how}", self.token_path)
+            }
             Event::Disconnected { why, .. } => self.disconnected(event, why, stack_error),
             Event::Finished { .. } => {}
             _ => info!("{event}"),
@@ -516,7 +527,21 @@ impl Report {
         why: &End,
         stack_error: Option<&dyn std::fmt::Display>,
     ) {
-        let detail = stack_error.map(|e| format!(" ({e})")).unwrap_or_default();
+        let Event::Disconnected {
+            disconnect_sent,
+            retry_in_ms,
+            failures,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let detail = stack_error.map(|e| format!(": {e}")).unwrap_or_default();
+        let sent = if *disconnect_sent {
+            ", DISCONNECT sent"
+        } else {
+            ""
+        };
         let quick = self
             .connected_at
             .take()
@@ -528,16 +553,24 @@ impl Report {
         } else {
             0
         };
-        if let End::TokenRejected(_) = why {
+        // Attempt numbers count failures in a row: they reset only after a connection that
+        // made progress, as the backoff does.
+        let attempt = failures + 1;
+        if let End::TokenRejected(reason) = why {
             warn!(
-                "{event}{detail}: check the token's audience and ServiceAccount; {} is re-read \
-                 before the next attempt",
-                self.token_path
+                "token rejected by the broker (CONNACK 0x{reason:02x} {}): check the token's \
+                 audience and ServiceAccount; re-reading {} and retrying in {retry_in_ms} ms \
+                 (attempt {attempt})",
+                satmqtt::wire::reason_name(*reason),
+                self.token_path,
             );
         } else if why.is_failure() {
-            warn!("{event}{detail}");
+            warn!(
+                "disconnected: {why}{detail}{sent}; reconnecting in {retry_in_ms} ms \
+                 (attempt {attempt})"
+            );
         } else {
-            info!("{event}");
+            info!("disconnected: {why}{sent}");
         }
         if self.quick_ends >= 2 {
             warn!(
