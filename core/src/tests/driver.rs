@@ -1,0 +1,1 @@
+//! `Driver` over the scripted network stack.

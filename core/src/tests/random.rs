@@ -1,0 +1,1 @@
+//! A deterministic random walk over the driver.
