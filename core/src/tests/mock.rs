@@ -47,11 +47,6 @@ pub struct Net {
 }
 
 impl Net {
-    /// The current socket's bytes.
-    pub fn stream(&self) -> &[u8] {
-        self.streams.last().map_or(&[], Vec::as_slice)
-    }
-
     pub fn push(&mut self, bytes: &[u8]) {
         self.rx.push_back(Rx::Bytes(bytes.to_vec()));
     }
@@ -144,6 +139,8 @@ impl TcpClientStack for MockStack {
         assert!(!n.closed.contains(&s), "socket {s} closed twice");
         n.closes += 1;
         n.closed.push(s);
+        // What the broker had queued for this connection dies with it.
+        n.rx.clear();
         let len = n.streams[s as usize - 1].len();
         n.closed_at_len.push(len);
         Ok(())
