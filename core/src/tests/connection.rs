@@ -290,7 +290,7 @@ fn maximum_packet_size_smaller_than_one_publish_is_a_clear_error_at_connack() {
         h.conn.end(),
         Some(&End::PublishTooLarge { len: 29, max: 10 })
     );
-    assert!(h.conn.end().unwrap().is_fatal());
+    assert!(h.conn.end().expect("ended").is_fatal());
     assert_eq!(h.tx(100), DISCONNECT_NORMAL);
     assert!(h.conn.is_closed());
 }

@@ -234,7 +234,7 @@ fn refused_connack_is_token_rejected_and_no_reconnect_before_the_backoff_allows_
     let mut delays = Vec::new();
     for attempt in 1..=4u32 {
         t.run(10, 0, |t| t.disconnects().len() == attempt as usize);
-        let (why, delay, failures) = t.disconnects().last().cloned().unwrap();
+        let (why, delay, failures) = t.disconnects().last().cloned().expect("a disconnect");
         assert_eq!(why, End::TokenRejected(0x87));
         assert_eq!(failures, attempt);
         let ceiling = 100 << (attempt - 1);
@@ -430,7 +430,7 @@ fn qos1_resend_after_reconnect_reencodes_the_same_payloads_with_fresh_ids() {
     let ids: Vec<_> = second
         .iter()
         .map(|p| match p {
-            Sent::Publish { id, .. } => id.unwrap(),
+            Sent::Publish { id, .. } => id.expect("QoS 1 id"),
             _ => 0,
         })
         .collect();
@@ -521,7 +521,7 @@ fn a_broker_that_accepts_then_drops_before_any_progress_still_backs_off() {
         t.run(20, 1_000, |t| t.sent.len() == drop as usize);
         t.net.borrow_mut().rx.push_back(Rx::Eof);
         t.run(10, 0, |t| t.disconnects().len() == drop as usize);
-        let (_, delay, failures) = t.disconnects().last().cloned().unwrap();
+        let (_, delay, failures) = t.disconnects().last().cloned().expect("a disconnect");
         assert_eq!(failures, drop);
         let ceiling = 100u64 << (drop - 1);
         assert!(delay >= ceiling / 2, "delay {delay} after {drop} drops");
@@ -671,7 +671,7 @@ fn a_token_expiring_while_its_reauthentication_is_pending_moves_to_a_new_connect
             break;
         }
     }
-    let unix = t.tokens.0.borrow().unix.unwrap();
+    let unix = t.tokens.0.borrow().unix.expect("wall clock set");
     assert!(unix < 10_000, "a new connection before exp");
     assert_eq!(t.disconnects()[0].0, End::TokenExpiring);
     assert_eq!(t.sent[0].last(), Some(&Sent::Disconnect(0x00)));
