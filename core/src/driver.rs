@@ -768,6 +768,9 @@ where
         self.flush();
         let disconnect_sent = conn.disconnect_sent() && self.tx_start == self.tx_end;
         self.close_socket();
+        // The connection is over (not "connected") by now: whether it reached CONNACK success
+        // shows in its connection count.
+        let reached_connack = conn.progress().connections > self.progress.connections;
         self.progress = conn.progress();
         if let Some(n) = conn.unflushed_from() {
             // QoS 0 written but never handed to the stack: send again, never skip.
@@ -776,7 +779,7 @@ where
         }
         self.pid_origin = conn.pid_origin();
         self.next_due_ms = conn.next_due_ms();
-        self.session_on_broker = self.cfg.session_expiry_s > 0 && conn.is_connected()
+        self.session_on_broker = self.cfg.session_expiry_s > 0 && reached_connack
             || (self.session_on_broker && !conn.made_progress());
         let why = conn.end().cloned().unwrap_or(End::PeerClosed);
         if matches!(why, End::TokenExpiring | End::ReauthTimeout) {
