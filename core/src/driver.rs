@@ -226,6 +226,8 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     stop: bool,
     events: Deque<Event, 16>,
     stack_error: Option<S::Error>,
+    /// A closed connection's DISCONNECT may wait for a full socket until then.
+    closing_deadline: Option<u64>,
 }
 
 impl<'c, 'b, S, C, T> Driver<'c, 'b, S, C, T>
@@ -297,6 +299,7 @@ where
             stop: false,
             events: Deque::new(),
             stack_error: None,
+            closing_deadline: None,
         })
     }
 
@@ -512,6 +515,9 @@ where
             moved |= self.flush();
             self.collect_events(now);
             if self.conn.as_ref().is_some_and(Connection::is_closed) {
+                if let Some(wait) = self.disconnect_owed(now) {
+                    return Ok(wait);
+                }
                 return self.end_connection(now);
             }
             if !moved {
@@ -538,6 +544,25 @@ where
         }
         let ms = deadline.map_or(u64::MAX, |d| d.saturating_sub(now));
         Ok(wait_for(ms, true, pending_tx))
+    }
+
+    /// A DISCONNECT still in the transmit buffer of a closed connection gets until the drain
+    /// timeout to reach a full socket, so the broker sees a clean end rather than a cut.
+    fn disconnect_owed(&mut self, now: u64) -> Option<Status> {
+        let owed = self.tx_start < self.tx_end
+            && self.conn.as_ref().is_some_and(Connection::disconnect_sent);
+        if !owed {
+            self.closing_deadline = None;
+            return None;
+        }
+        let deadline = *self
+            .closing_deadline
+            .get_or_insert(now.saturating_add(self.cfg.drain_timeout_ms));
+        if now >= deadline {
+            self.closing_deadline = None;
+            return None;
+        }
+        Some(wait_for(deadline - now, false, true))
     }
 
     /// Sends what the transmit buffer holds; true when bytes left.
@@ -803,6 +828,7 @@ where
     /// Books a connection's end: backoff, events.
     fn ended(&mut self, now: u64, why: End, disconnect_sent: bool, progress: bool) {
         self.phase = Phase::Idle;
+        self.closing_deadline = None;
         self.rx_len = 0;
         self.tx_start = 0;
         self.tx_end = 0;
