@@ -634,6 +634,8 @@ impl<'c> Connection<'c> {
             self.unflushed_count = 0;
         }
         self.check_done();
+        // A drain at QoS 0 waits only for this.
+        self.check_drained();
     }
 
     /// QoS 0 messages written but never flushed: the first of them, to send again.
