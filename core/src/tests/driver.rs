@@ -817,3 +817,120 @@ fn token_bytes_never_appear_in_events_nor_stay_in_the_token_buffer() {
     assert!(!shown.contains("SECRET"), "{shown}");
     assert!(mem.token.iter().all(|&b| b == 0), "{:?}", mem.token);
 }
+
+#[test]
+fn a_configured_session_is_resumed_with_dup_and_the_same_packet_ids() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            window_cap: 4,
+            session_expiry_s: 3_600,
+            ..cfg(Auth::Sat, 6)
+        },
+        b"tok",
+        &mut mem,
+    );
+    t.broker.ack = false;
+    t.run(10, 0, |t| t.d.progress().next == 4);
+    t.net.borrow_mut().rx.push_back(Rx::Eof);
+    // The broker kept the session: Session Present.
+    t.broker.connack = Some(vec![
+        0x20, 0x03, // CONNACK, remaining length 3
+        0x01, 0x00, // Session Present, Success
+        0x00, // no properties
+    ]);
+    t.broker.ack = true;
+    let s = t.run(100, 1_000, |_| false);
+    assert!(
+        matches!(s, Status::Finished(p) if p.acked_next == 6),
+        "{s:?}"
+    );
+    assert!(
+        matches!(
+            t.sent[1][0],
+            Sent::Connect {
+                clean_start: false,
+                session_expiry: 3_600,
+                ..
+            }
+        ),
+        "{:?}",
+        t.sent[1][0]
+    );
+    let resent: Vec<(bool, Option<u16>, Option<u64>)> = t.sent[1]
+        .iter()
+        .filter_map(|p| match p {
+            Sent::Publish { dup, id, .. } => Some((*dup, *id, p.n())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resent,
+        [
+            (true, Some(1), Some(0)),
+            (true, Some(2), Some(1)),
+            (true, Some(3), Some(2)),
+            (true, Some(4), Some(3)),
+            (false, Some(5), Some(4)),
+            (false, Some(6), Some(5)),
+        ]
+    );
+}
+
+#[test]
+fn a_disconnect_that_meets_a_full_socket_is_still_sent_whole_before_close() {
+    let mut mem = Mem::new();
+    let mut t = T::new(cfg(Auth::Sat, 0), b"tok", &mut mem);
+    t.broker.ack = false;
+    t.run(10, 0, |t| t.d.progress().next == 64);
+    t.d.stop();
+    t.poll();
+    // The socket is full right when the DISCONNECT goes out.
+    let at = t.net.borrow().streams[0].len();
+    t.net.borrow_mut().stall_at = vec![at, at + 1];
+    for id in 1..=64 {
+        t.net.borrow_mut().push(&puback(id));
+    }
+    let s = t.run(20, 10, |_| false);
+    assert!(matches!(s, Status::Stopped(_)), "{s:?}");
+    let (p, rest) = packets(&t.net.borrow().streams[0]);
+    assert_eq!((p.last(), rest), (Some(&Sent::Disconnect(0x00)), 0));
+    t.assert_all_closed();
+}
+
+#[test]
+fn a_sat_rotation_at_qos0_ends_as_soon_as_everything_written_is_flushed() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            qos: Qos::AtMostOnce,
+            interval_ms: 10,
+            ..cfg(Auth::Sat, 0)
+        },
+        b"tok1",
+        &mut mem,
+    );
+    t.run(20, 10, |t| t.d.progress().next >= 5);
+    // A PUBLISH is due and the socket takes it only one byte at a time.
+    t.net.borrow_mut().send_default = Some(0);
+    for _ in 0..20 {
+        t.clock.advance(1);
+        t.poll();
+    }
+    assert!(
+        t.d.progress().next > t.d.progress().acked_next,
+        "a PUBLISH waits to be flushed"
+    );
+    t.tokens.rotate(b"tok2", None);
+    t.poll();
+    assert!(t
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TokenChanged { .. })));
+    t.net.borrow_mut().send_default = None;
+    // The socket drains; the rotation should not wait for the drain deadline (5 s).
+    let rotating = t.clock.0.get();
+    t.run(50, 100, |t| t.sent.len() == 2);
+    let waited = t.clock.0.get() - rotating;
+    assert!(waited < 100, "the rotation waited {waited} ms");
+}
