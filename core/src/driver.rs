@@ -536,11 +536,21 @@ where
         }
         let mut deadline = conn.poll_timeout();
         let mut at = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
-        if self.token_dirty && self.cfg.auth == Auth::K8sSat {
+        // Token work can only start on a live connection with no re-authentication pending;
+        // until then CONNACK or the broker's answer (readable) or its timeout wakes us, and a
+        // wake-up that cannot act would spin.
+        let can_reauth = conn.is_connected() && !conn.reauth_pending();
+        if self.token_dirty && self.cfg.auth == Auth::K8sSat && can_reauth {
             at(self.reauth_retry_at.max(now + 1));
         }
         if self.watching_expiry() {
-            at(self.last_token_check + EXPIRING_RECHECK_MS);
+            // Once a second, never in the past: the expiry guard needs these wake-ups too.
+            let check = self.last_token_check + EXPIRING_RECHECK_MS;
+            at(if check > now {
+                check
+            } else {
+                now + EXPIRING_RECHECK_MS
+            });
         }
         let ms = deadline.map_or(u64::MAX, |d| d.saturating_sub(now));
         Ok(wait_for(ms, true, pending_tx))
