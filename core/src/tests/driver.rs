@@ -934,3 +934,93 @@ fn a_sat_rotation_at_qos0_ends_as_soon_as_everything_written_is_flushed() {
     let waited = t.clock.0.get() - rotating;
     assert!(waited < 100, "the rotation waited {waited} ms");
 }
+
+/// Polls up to `n` times, a second apart on both clocks, with nothing readable or writable,
+/// until the connection ends; returns the shortest wait asked for.
+fn shortest_wait(t: &mut T, n: usize) -> u64 {
+    let mut shortest = u64::MAX;
+    for _ in 0..n {
+        let s = t.poll_ready(Ready {
+            readable: false,
+            writable: false,
+        });
+        let Status::Wait { ms, .. } = s else {
+            panic!("{s:?}");
+        };
+        if !t.disconnects().is_empty() {
+            // The connection ended (a timeout or the expiry guard): waits of 0 are work now.
+            break;
+        }
+        shortest = shortest.min(ms);
+        // A busy caller comes straight back: no time passes on a zero wait.
+        if ms > 0 {
+            t.clock.advance(ms.min(1_000));
+            let mut s = t.tokens.0.borrow_mut();
+            s.unix = s.unix.map(|u| u + ms.min(1_000) / 1_000);
+        }
+    }
+    shortest
+}
+
+#[test]
+fn a_second_token_change_while_a_reauthentication_is_pending_does_not_spin() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            window_cap: 2,
+            ..cfg(Auth::K8sSat, 0)
+        },
+        b"tok1",
+        &mut mem,
+    );
+    t.broker.ack = false;
+    t.broker.auth_answer = None;
+    t.run(10, 0, |t| t.d.progress().next == 2);
+    t.tokens.rotate(b"tok2", None);
+    t.poll();
+    t.serve();
+    assert!(t.sent[0].iter().any(|p| matches!(p, Sent::Auth { .. })));
+    t.tokens.rotate(b"tok3", None);
+    let shortest = shortest_wait(&mut t, 50);
+    assert!(
+        shortest >= 100,
+        "waits of {shortest} ms while the broker decides"
+    );
+}
+
+#[test]
+fn an_expiring_token_with_its_reauthentication_pending_does_not_spin_and_still_moves_before_exp() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            window_cap: 2,
+            reauth_timeout_ms: 600_000,
+            keepalive_s: 0,
+            ..cfg(Auth::K8sSat, 0)
+        },
+        b"tok1",
+        &mut mem,
+    );
+    {
+        let mut s = t.tokens.0.borrow_mut();
+        s.exp = Some(10_000);
+        s.unix = Some(9_000);
+    }
+    t.broker.ack = false;
+    t.broker.auth_answer = None;
+    t.run(10, 0, |t| t.d.progress().next == 2);
+    // Inside the 60 s margin: a new token is offered and the broker sits on it.
+    t.tokens.0.borrow_mut().unix = Some(9_950);
+    t.tokens.rotate(b"tok2", Some(20_000));
+    t.poll();
+    t.serve();
+    assert!(t.sent[0].iter().any(|p| matches!(p, Sent::Auth { .. })));
+    let shortest = shortest_wait(&mut t, 100);
+    assert!(
+        shortest >= 100,
+        "waits of {shortest} ms while the broker decides"
+    );
+    // Time went on a second per poll: the connection moved before exp.
+    assert_eq!(t.disconnects()[0].0, End::TokenExpiring);
+    assert!(t.tokens.0.borrow().unix.expect("unix") < 10_000);
+}
