@@ -118,6 +118,8 @@ fn walk(seed: u64) {
     let mut events: Vec<Event> = Vec::new();
     let steps = 600;
     let mut ended = false;
+    let mut last_footprint = (0, 0, 0, 0, 0);
+    let mut idle_zero_waits = 0;
     for step in 0..steps + 400 {
         let stopping = stopped_at.is_some();
         // Send capacities for the next calls: WouldBlock, one byte, a few, everything.
@@ -276,6 +278,23 @@ fn walk(seed: u64) {
         }
         check_net(&net.borrow(), seed);
 
+        // No busy waiting: a zero wait is followed by work (bytes, events, a new socket).
+        let footprint = {
+            let n = net.borrow();
+            let bytes: usize = n.streams.iter().map(Vec::len).sum();
+            (bytes, n.sockets, n.closes, events.len(), n.rx.len())
+        };
+        if matches!(status, Status::Wait { ms: 0, .. }) && footprint == last_footprint {
+            idle_zero_waits += 1;
+            assert!(
+                idle_zero_waits < 20,
+                "seed {seed} step {step}: {idle_zero_waits} zero waits without work; {:?}",
+                events.last()
+            );
+        } else {
+            idle_zero_waits = 0;
+        }
+        last_footprint = footprint;
         match status {
             Status::Finished(_) | Status::Stopped(_) => {
                 ended = true;
@@ -293,7 +312,14 @@ fn walk(seed: u64) {
             if rng.chance(2) {
                 drop(s);
                 let t = TOKENS[rng.below(3) as usize];
-                tokens.rotate(t, Some(2_000_000));
+                // Some tokens live long, some expire within the walk (inside the 60 s margin).
+                let unix = 1_000_000 + clock.0.get() / 1_000;
+                let exp = if rng.chance(50) {
+                    unix + 1_000_000
+                } else {
+                    unix + 30 + rng.below(90)
+                };
+                tokens.rotate(t, Some(exp));
             }
         }
         let stop_now = step >= steps / 2 && rng.chance(2) || step == steps;
