@@ -1024,3 +1024,99 @@ fn an_expiring_token_with_its_reauthentication_pending_does_not_spin_and_still_m
     assert_eq!(t.disconnects()[0].0, End::TokenExpiring);
     assert!(t.tokens.0.borrow().unix.expect("unix") < 10_000);
 }
+
+#[test]
+fn a_deferred_reauthentication_is_retried_after_the_delay_on_the_same_connection() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            interval_ms: 100,
+            ..cfg(Auth::K8sSat, 60)
+        },
+        b"tok1",
+        &mut mem,
+    );
+    t.broker.auth_answer = Some(auth(0x18));
+    t.run(50, 100, |t| t.d.progress().acked_next >= 5);
+    t.tokens.rotate(b"tok2", None);
+    t.run(10, 100, |t| {
+        t.events
+            .iter()
+            .any(|e| matches!(e, Event::ReauthDeferred { .. }))
+    });
+    let deferred_at = t.clock.0.get();
+    let retry = t
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::ReauthDeferred { retry_in_ms } => Some(*retry_in_ms),
+            _ => None,
+        })
+        .expect("deferred");
+    assert_eq!(retry, 100, "the first retry waits the backoff floor");
+    t.broker.auth_answer = Some(auth(0x00));
+    let auths = |t: &T| {
+        t.sent[0]
+            .iter()
+            .filter(|p| matches!(p, Sent::Auth { reason: 0x19, .. }))
+            .count()
+    };
+    t.run(50, 10, |t| auths(t) == 2);
+    assert!(t.clock.0.get() >= deferred_at + retry, "retried early");
+    let s = t.run(200, 100, |_| false);
+    assert!(matches!(s, Status::Finished(p) if p.reauths == 1 && p.acked_next == 60));
+    assert_eq!(t.connects(), 1);
+    assert_eq!(counters(&t.sent[0]), (0..60).collect::<Vec<_>>(), "no gap");
+}
+
+#[test]
+fn a_refused_failed_or_unanswered_reauthentication_reconnects_with_the_new_token() {
+    for (answer, end) in [
+        (Some(connack_refused(0x87)), End::ReauthRefused(0x87)), // mosquitto 2.0.11
+        (
+            Some(vec![0xe0, 0x01, 0x87]),
+            End::ServerDisconnect {
+                reason: 0x87,
+                text: crate::event::Text::new(""),
+            },
+        ),
+        (None, End::ReauthTimeout),
+    ] {
+        let mut mem = Mem::new();
+        let mut t = T::new(
+            Config {
+                window_cap: 3,
+                reauth_timeout_ms: 2_000,
+                ..cfg(Auth::K8sSat, 20)
+            },
+            b"tok1",
+            &mut mem,
+        );
+        t.broker.ack = false;
+        t.broker.auth_answer = answer;
+        t.run(10, 0, |t| t.d.progress().next == 3);
+        t.net.borrow_mut().push(&puback(1));
+        t.tokens.rotate(b"tok2", None);
+        t.run(10, 0, |t| {
+            t.sent[0]
+                .iter()
+                .any(|p| matches!(p, Sent::Auth { reason: 0x19, .. }))
+        });
+        t.broker.ack = true;
+        t.broker.auth_answer = None;
+        let s = t.run(200, 500, |_| false);
+        assert!(
+            matches!(s, Status::Finished(p) if p.acked_next == 20),
+            "{end:?}: {s:?}"
+        );
+        assert_eq!(t.disconnects()[0].0, end);
+        assert_eq!(t.connects(), 2, "{end:?}");
+        let Sent::Connect { data: Some(d), .. } = &t.sent[1][0] else {
+            panic!("{:?}", t.sent[1]);
+        };
+        assert_eq!(&d[..], b"tok2", "{end:?}");
+        // From the first unacknowledged: 0 was acknowledged, 1 and 2 go again.
+        assert_eq!(counters(&t.sent[1])[..2], [1, 2], "{end:?}");
+        t.assert_all_closed();
+    }
+}
