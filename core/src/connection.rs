@@ -27,7 +27,6 @@ use crate::wire::{self, EmitError, Packet};
 /// acknowledged, rejected) are coalesced instead.
 const EVENTS: usize = 8;
 
-
 /// Where a new connection starts, from what earlier connections left.
 #[derive(Debug, Clone, Copy)]
 pub struct Resume {
@@ -686,8 +685,8 @@ impl<'c> Connection<'c> {
                     }
                 }
                 let more = self.progress.next < self.end && self.drain.is_none();
-                let window_open = self.cfg.qos == Qos::AtMostOnce
-                    || self.in_flight() < u64::from(self.window);
+                let window_open =
+                    self.cfg.qos == Qos::AtMostOnce || self.in_flight() < u64::from(self.window);
                 if more && window_open && self.cfg.interval_ms > 0 {
                     at(self.next_due_ms);
                 }
@@ -705,8 +704,8 @@ impl<'c> Connection<'c> {
                     return true;
                 }
                 let n = self.progress.next;
-                let open = self.cfg.qos == Qos::AtMostOnce
-                    || self.in_flight() < u64::from(self.window);
+                let open =
+                    self.cfg.qos == Qos::AtMostOnce || self.in_flight() < u64::from(self.window);
                 let due = n < self.progress.sent_high
                     || self.cfg.interval_ms == 0
                     || now >= self.next_due_ms;

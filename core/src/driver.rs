@@ -247,8 +247,12 @@ where
         seed: u64,
     ) -> Result<Self, DriverError> {
         cfg.validate().map_err(DriverError::Config)?;
-        let need_tx = tx_len(0, cfg.client_id.len(), cfg.topic.len(), cfg.payload_prefix.len())
-            + bufs.token.len().min(MAX_TOKEN_LEN);
+        let need_tx = tx_len(
+            0,
+            cfg.client_id.len(),
+            cfg.topic.len(),
+            cfg.payload_prefix.len(),
+        ) + bufs.token.len().min(MAX_TOKEN_LEN);
         for (which, needed, have) in [
             ("rx", RX_MIN, bufs.rx.len()),
             ("tx", need_tx, bufs.tx.len()),
@@ -311,7 +315,9 @@ where
 
     /// Counters so far.
     pub fn progress(&self) -> Progress {
-        self.conn.as_ref().map_or(self.progress, Connection::progress)
+        self.conn
+            .as_ref()
+            .map_or(self.progress, Connection::progress)
     }
 
     /// Milliseconds on the driver's clock.
@@ -763,10 +769,8 @@ where
             return;
         };
         if conn.take_reauth_deferred() {
-            self.reauth_retry_ms = (self.reauth_retry_ms * 2).clamp(
-                self.cfg.backoff.floor_ms.max(1),
-                REAUTH_RETRY_CAP_MS,
-            );
+            self.reauth_retry_ms = (self.reauth_retry_ms * 2)
+                .clamp(self.cfg.backoff.floor_ms.max(1), REAUTH_RETRY_CAP_MS);
             self.reauth_retry_at = now.saturating_add(self.reauth_retry_ms);
             self.offered = None;
             self.token_dirty = true;
