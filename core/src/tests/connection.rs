@@ -794,3 +794,22 @@ fn broker_bytes_split_at_any_byte_give_the_same_result() {
     let singles: Vec<&[u8]> = bytes.chunks(1).collect();
     assert_eq!(run_chunks(&singles), reference, "one byte per read");
 }
+
+#[test]
+fn maximum_qos_0_is_a_clear_error_for_a_qos1_job_and_fine_for_qos0() {
+    #[rustfmt::skip]
+    let connack: &[u8] = &[
+        0x20, 0x05, // CONNACK, remaining length 5
+        0x00, 0x00, // Success
+        0x02, 0x24, 0x00, // properties: Maximum QoS 0
+    ];
+    let cfg1 = cfg(Auth::Sat, Qos::AtLeastOnce);
+    let mut h = H::connect(&cfg1).0;
+    h.input(connack);
+    assert_eq!(h.conn.end(), Some(&End::QosNotSupported));
+    assert!(End::QosNotSupported.is_fatal());
+    assert_eq!(h.tx(100), DISCONNECT_NORMAL);
+    let cfg0 = cfg(Auth::Sat, Qos::AtMostOnce);
+    let h = H::live(&cfg0, connack);
+    assert!(h.conn.is_connected());
+}

@@ -12,7 +12,7 @@ use super::mock::{MockClock, MockStack, MockTokens, Net, Rx};
 use super::*;
 use crate::backoff::BackoffConfig;
 use crate::config::{Auth, Config, Qos};
-use crate::driver::{Buffers, Driver, Ready, Status};
+use crate::driver::{Buffers, Driver, DriverError, Ready, Status};
 use crate::event::{End, Event};
 
 type Drv<'b> = Driver<'static, 'b, MockStack, MockClock, MockTokens>;
@@ -1119,4 +1119,72 @@ fn a_refused_failed_or_unanswered_reauthentication_reconnects_with_the_new_token
         assert_eq!(counters(&t.sent[1])[..2], [1, 2], "{end:?}");
         t.assert_all_closed();
     }
+}
+
+#[test]
+fn a_job_the_broker_cannot_take_is_a_driver_error_after_disconnect_and_close() {
+    let mut mem = Mem::new();
+    let mut t = T::new(cfg(Auth::Sat, 0), b"tok", &mut mem);
+    #[rustfmt::skip]
+    let small: Vec<u8> = vec![
+        0x20, 0x08, 0x00, 0x00, // CONNACK, remaining length 8, Success
+        0x05, 0x27, 0x00, 0x00, 0x00, 0x08, // Maximum Packet Size 8
+    ];
+    t.broker.connack = Some(small);
+    let mut result = None;
+    for _ in 0..5 {
+        match t.d.poll(Ready::ALL) {
+            Ok(_) => {
+                t.serve();
+            }
+            Err(e) => {
+                result = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        result,
+        Some(DriverError::Broker(End::PublishTooLarge {
+            len: 29,
+            max: 8
+        }))
+    );
+    t.serve();
+    assert_eq!(t.sent[0].last(), Some(&Sent::Disconnect(0x00)));
+    t.assert_all_closed();
+}
+
+#[test]
+fn a_broker_that_twice_says_our_packets_are_wrong_is_a_driver_error_not_a_retry_loop() {
+    let mut mem = Mem::new();
+    let mut t = T::new(cfg(Auth::Sat, 0), b"tok", &mut mem);
+    // CONNACK, then DISCONNECT 0x95 Packet too large.
+    t.broker.connack = Some([CONNACK_OK, &[0xe0, 0x01, 0x95]].concat());
+    let mut result = None;
+    for _ in 0..100 {
+        match t.d.poll(Ready::ALL) {
+            Ok(Status::Wait { ms, .. }) => {
+                t.serve();
+                t.clock.advance(ms.min(1_000));
+            }
+            Ok(s) => panic!("{s:?}"),
+            Err(e) => {
+                result = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(
+            result,
+            Some(DriverError::Rejected(End::ServerDisconnect {
+                reason: 0x95,
+                ..
+            }))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(t.connects(), 2);
+    t.assert_all_closed();
 }

@@ -55,12 +55,16 @@ struct Broker {
     /// Highest counter seen in a whole PUBLISH.
     max_n: Option<u64>,
     connected: bool,
+    /// Whether this connection's CONNACK offered a Topic Alias, and whether it was set up.
+    alias_offered: bool,
+    alias_set: bool,
 }
 
-fn connack(rng: &mut Rng) -> (Vec<u8>, u16) {
+fn connack(rng: &mut Rng) -> (Vec<u8>, u16, bool) {
     let rm = 1 + rng.below(10) as u16;
     let mut props = vec![0x21, 0x00, rm as u8]; // Receive Maximum
-    if rng.chance(50) {
+    let alias = rng.chance(50);
+    if alias {
         props.extend_from_slice(&[0x22, 0x00, 0x01]); // Topic Alias Maximum 1
     }
     if rng.chance(30) {
@@ -68,7 +72,7 @@ fn connack(rng: &mut Rng) -> (Vec<u8>, u16) {
     }
     let mut v = vec![0x20, 3 + props.len() as u8, 0x00, 0x00, props.len() as u8];
     v.extend(props);
-    (v, rm)
+    (v, rm, alias)
 }
 
 fn walk(seed: u64) {
@@ -183,6 +187,15 @@ fn walk(seed: u64) {
                     if let Some(k) = p.n() {
                         b.max_n = Some(b.max_n.map_or(k, |m| m.max(k)));
                     }
+                    if let (true, Sent::Publish { topic, alias, .. }) = (live, &p) {
+                        // A Topic Alias only when offered; an empty topic only once it is set.
+                        assert!(
+                            (alias.is_none() || b.alias_offered)
+                                && (!topic.is_empty() || b.alias_set),
+                            "seed {seed}: topic {topic:?} alias {alias:?} on stream {i}"
+                        );
+                        b.alias_set |= alias.is_some();
+                    }
                     match p {
                         Sent::Disconnect(_) => b.disconnected[i] = true,
                         _ if !live => {}
@@ -193,7 +206,9 @@ fn walk(seed: u64) {
                             if !stopping && rng.chance(5) {
                                 b.out.extend(connack_refused(0x87));
                             } else {
-                                let (c, rm) = connack(&mut rng);
+                                let (c, rm, alias) = connack(&mut rng);
+                                b.alias_offered = alias;
+                                b.alias_set = false;
                                 b.window = usize::from(rm.min(cap));
                                 b.connected = true;
                                 b.out.extend(c);
