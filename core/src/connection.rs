@@ -633,6 +633,8 @@ impl<'c> Connection<'c> {
             self.unflushed_count = 0;
         }
         self.check_done();
+        // A drain at QoS 0 waits only for this.
+        self.check_drained();
     }
 
     /// QoS 0 messages written but never flushed: the first of them, to send again.
@@ -732,7 +734,7 @@ impl<'c> Connection<'c> {
                 if self.keep_alive_ms > 0 {
                     match self.ping_sent_ms {
                         Some(sent) if now >= sent.saturating_add(self.keep_alive_ms) => {
-                            return self.close(End::LinkLost, Some(0x00));
+                            self.close(End::LinkLost, Some(0x00));
                         }
                         None if now >= self.last_tx_ms.saturating_add(self.keep_alive_ms) => {
                             self.ping_due = true;

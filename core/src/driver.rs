@@ -226,6 +226,8 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     stop: bool,
     events: Deque<Event, 16>,
     stack_error: Option<S::Error>,
+    /// A closed connection's DISCONNECT may wait for a full socket until then.
+    closing_deadline: Option<u64>,
 }
 
 impl<'c, 'b, S, C, T> Driver<'c, 'b, S, C, T>
@@ -301,6 +303,7 @@ where
             stop: false,
             events: Deque::new(),
             stack_error: None,
+            closing_deadline: None,
         })
     }
 
@@ -523,6 +526,9 @@ where
             moved |= self.flush();
             self.collect_events(now);
             if self.conn.as_ref().is_some_and(Connection::is_closed) {
+                if let Some(wait) = self.disconnect_owed(now) {
+                    return Ok(wait);
+                }
                 return self.end_connection(now);
             }
             if !moved {
@@ -541,14 +547,43 @@ where
         }
         let mut deadline = conn.poll_timeout();
         let mut at = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
-        if self.token_dirty && self.cfg.auth == Auth::K8sSat {
+        // Token work can only start on a live connection with no re-authentication pending;
+        // until then CONNACK or the broker's answer (readable) or its timeout wakes us, and a
+        // wake-up that cannot act would spin.
+        let can_reauth = conn.is_connected() && !conn.reauth_pending();
+        if self.token_dirty && self.cfg.auth == Auth::K8sSat && can_reauth {
             at(self.reauth_retry_at.max(now + 1));
         }
         if self.watching_expiry() {
-            at(self.last_token_check + EXPIRING_RECHECK_MS);
+            // Once a second, never in the past: the expiry guard needs these wake-ups too.
+            let check = self.last_token_check + EXPIRING_RECHECK_MS;
+            at(if check > now {
+                check
+            } else {
+                now + EXPIRING_RECHECK_MS
+            });
         }
         let ms = deadline.map_or(u64::MAX, |d| d.saturating_sub(now));
         Ok(wait_for(ms, true, pending_tx))
+    }
+
+    /// A DISCONNECT still in the transmit buffer of a closed connection gets until the drain
+    /// timeout to reach a full socket, so the broker sees a clean end rather than a cut.
+    fn disconnect_owed(&mut self, now: u64) -> Option<Status> {
+        let owed = self.tx_start < self.tx_end
+            && self.conn.as_ref().is_some_and(Connection::disconnect_sent);
+        if !owed {
+            self.closing_deadline = None;
+            return None;
+        }
+        let deadline = *self
+            .closing_deadline
+            .get_or_insert(now.saturating_add(self.cfg.drain_timeout_ms));
+        if now >= deadline {
+            self.closing_deadline = None;
+            return None;
+        }
+        Some(wait_for(deadline - now, false, true))
     }
 
     /// Sends what the transmit buffer holds; true when bytes left.
@@ -777,6 +812,9 @@ where
         self.flush();
         let disconnect_sent = conn.disconnect_sent() && self.tx_start == self.tx_end;
         self.close_socket();
+        // The connection is over (not "connected") by now: whether it reached CONNACK success
+        // shows in its connection count.
+        let reached_connack = conn.progress().connections > self.progress.connections;
         self.progress = conn.progress();
         if let Some(n) = conn.unflushed_from() {
             // QoS 0 written but never handed to the stack: send again, never skip.
@@ -785,7 +823,7 @@ where
         }
         self.pid_origin = conn.pid_origin();
         self.next_due_ms = conn.next_due_ms();
-        self.session_on_broker = self.cfg.session_expiry_s > 0 && conn.is_connected()
+        self.session_on_broker = self.cfg.session_expiry_s > 0 && reached_connack
             || (self.session_on_broker && !conn.made_progress());
         let why = conn.end().cloned().unwrap_or(End::PeerClosed);
         if matches!(why, End::TokenExpiring | End::ReauthTimeout) {
@@ -809,6 +847,7 @@ where
     /// Books a connection's end: backoff, events.
     fn ended(&mut self, now: u64, why: End, disconnect_sent: bool, progress: bool) {
         self.phase = Phase::Idle;
+        self.closing_deadline = None;
         self.rx_len = 0;
         self.tx_start = 0;
         self.tx_end = 0;
