@@ -632,6 +632,14 @@ mod with_the_core {
         );
     }
 
+    fn changes(board: &Board) -> usize {
+        board
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::TokenChanged { .. }))
+            .count()
+    }
+
     #[test]
     fn sat_rotations_reconnect_return_every_socket_and_publishing_goes_on() {
         let (outcome, board) = rotating_run(Auth::Sat);
@@ -646,6 +654,11 @@ mod with_the_core {
             "{sessions} connections for {rotations} rotations"
         );
         assert_eq!((board.broker.refused, board.broker.reauths), (0, 0));
+        let changes = changes(&board) as u32;
+        assert!(
+            changes + 1 >= sessions && changes <= rotations,
+            "{changes} TokenChanged for {rotations} rotations, {sessions} connections"
+        );
         assert_eq!(
             board.broker.disconnects, sessions,
             "DISCONNECT on every end"
@@ -685,6 +698,7 @@ mod with_the_core {
             accepted == reauths as usize || accepted + 1 == reauths as usize,
             "{accepted} accepted of {reauths}"
         );
+        assert_eq!(changes(&board), reauths as usize, "one TokenChanged per AUTH");
         assert_eq!(board.broker.disconnects, 1);
         assert_eq!(board.sockets_returned.len(), 1);
         let stats = board.sockets_returned[0];
