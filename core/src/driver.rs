@@ -725,14 +725,14 @@ where
             }
             return;
         }
-        self.push(Event::TokenChanged { exp: id.exp });
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         match self.cfg.auth {
             Auth::Sat => {
-                self.rotation_started = Some(now);
                 conn.drain(Why::Rotation, now.saturating_add(self.cfg.drain_timeout_ms));
+                self.push(Event::TokenChanged { exp: id.exp });
+                self.rotation_started = Some(now);
                 self.zero_token(token.len);
             }
             Auth::K8sSat => {
@@ -742,6 +742,9 @@ where
                     Ok(n) => {
                         self.tx_end += n;
                         self.offered = Some(id);
+                        // Only now: a busy transmit buffer retries, and must not report the
+                        // same token twice.
+                        self.push(Event::TokenChanged { exp: id.exp });
                     }
                     // The transmit buffer is busy: try again on the next poll.
                     Err(ReauthError::Emit(_) | ReauthError::NotNow) => self.token_dirty = true,

@@ -10,9 +10,7 @@ use core::net::{Ipv4Addr, SocketAddr};
 
 use embedded_nal::{nb, TcpClientStack, TcpErrorKind};
 use embedded_time::{clock, fraction::Fraction, Clock, Instant};
-use satmqtt::guard::Guard;
-use satmqtt::publisher::RX_LEN;
-use satmqtt::{Config, Publisher, Session};
+use satmqtt::{Config, Connection, Driver, TokenSource, RX_MIN};
 use satmqtt_smoltcp::smoltcp::iface::{Interface, SocketStorage};
 use satmqtt_smoltcp::smoltcp::phy::{self, DeviceCapabilities, Medium};
 use satmqtt_smoltcp::smoltcp::socket::tcp;
@@ -64,6 +62,23 @@ impl Clock for NoClock {
     }
 }
 
+/// A token source that holds nothing (the token lives in the caller's buffer).
+struct NoTokens;
+
+impl TokenSource for NoTokens {
+    type Error = Unplugged;
+
+    fn load(&mut self, _: &mut [u8]) -> Result<satmqtt::Token, Unplugged> {
+        Err(Unplugged)
+    }
+}
+
+impl core::fmt::Display for Unplugged {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("unplugged")
+    }
+}
+
 /// A device that holds nothing (a real MAC driver adds its own descriptors and buffers).
 struct NoDevice;
 
@@ -108,19 +123,16 @@ fn row(key: &str, bytes: usize, what: &str) {
 
 fn main() {
     row(
-        "core.publisher",
-        size_of::<Publisher<'static, NoStack, NoClock>>(),
-        "Publisher: counters, backoff, config, and the guard (below) — lives as long as the job",
+        "core.driver",
+        size_of::<Driver<'static, 'static, NoStack, NoClock, NoTokens>>(),
+        "Driver: counters, schedule, backoff, token bookkeeping, event queue, buffer slices, and \
+         the live connection (below) — lives as long as the job",
     );
     row(
-        "core.guard",
-        size_of::<Guard<NoStack>>(),
-        "  of which the guard: inbound packet capture (256 B), in-flight and acked queues",
-    );
-    row(
-        "core.session",
-        size_of::<Session<'static, 'static, NoStack, NoClock>>(),
-        "Session: minimq's client and state machine, drain and publish bookkeeping — one connection",
+        "core.connection",
+        size_of::<Connection<'static>>(),
+        "  of which the Connection: one MQTT connection's state machine, QoS 1 window as two \
+         counters",
     );
 
     row(
@@ -139,14 +151,9 @@ fn main() {
         "    of which smoltcp's Interface (addresses, routes, neighbor cache)",
     );
     row(
-        "smoltcp.publisher",
-        size_of::<Publisher<'static, Smol, Millis>>(),
-        "Publisher on SmolStack (the stack lives inside the guard)",
-    );
-    row(
-        "smoltcp.session",
-        size_of::<Session<'static, 'static, Smol, Millis>>(),
-        "Session on SmolStack",
+        "smoltcp.driver",
+        size_of::<Driver<'static, 'static, Smol, Millis, NoTokens>>(),
+        "Driver on SmolStack (the stack lives inside the driver)",
     );
     row(
         "smoltcp.tcp_socket",
@@ -161,15 +168,19 @@ fn main() {
 
     let config = Config::new(SocketAddr::from((Ipv4Addr::new(10, 77, 0, 1), 1883)));
     for token in [1024, 1536, 2048] {
-        let total = config.buffer_len(token);
-        let credentials = satmqtt::SAT_USER.len() + token;
+        let tx = satmqtt::tx_len(
+            token,
+            config.client_id.len(),
+            config.topic.len(),
+            config.payload_prefix.len(),
+        );
         row(
             &format!("buffer.{token}"),
-            total,
+            RX_MIN + tx + token,
             &format!(
-                "minimq buffer for a {token}-byte token (Config::buffer_len): credentials \
-                 {credentials}, rx {RX_LEN}, tx + QoS 1 session state {}",
-                total - credentials - RX_LEN
+                "Buffers for a {token}-byte token and the sample job: rx {RX_MIN} (satmqtt::RX_MIN), \
+                 tx {tx} (satmqtt::tx_len: a CONNECT with the token, or an AUTH beside a few \
+                 PUBLISHes), token {token}"
             ),
         );
     }

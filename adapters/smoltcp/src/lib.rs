@@ -3,23 +3,26 @@
 //! What a microcontroller needs to run the no_std satmqtt core: a
 //! [`TcpClientStack`](embedded_nal::TcpClientStack) and a clock built from a smoltcp
 //! [`Interface`](smoltcp::iface::Interface) and [`Device`](smoltcp::phy::Device), and the loop
-//! that drives them ([`run()`]). `#![no_std]`, no `alloc`: every buffer belongs to the caller.
+//! that keeps the interface running around the core's [`satmqtt::Driver`] ([`run()`]).
+//! `#![no_std]`, no `alloc`: every buffer belongs to the caller.
 //!
-//! - [`SmolStack`]: smoltcp-nal 0.7's `NetworkStack` (same embedded-nal 0.9 / embedded-time
-//!   0.12 as minimq 0.10), corrected where it departs from the embedded-nal contract the core
+//! - [`SmolStack`]: smoltcp-nal 0.7's `NetworkStack` (embedded-nal 0.9 / embedded-time 0.12,
+//!   as the core), corrected where it departs from the embedded-nal contract the core
 //!   relies on: "no data yet" is `WouldBlock` and never `Ok(0)`, the peer's FIN *is* `Ok(0)`,
 //!   and a closed socket finishes its closing handshake (DISCONNECT, FIN) before its handle is
 //!   reused. See [`stack`] for the details.
 //! - [`TickClock`] / [`Millis`]: a clock from a 32-bit tick counter (smoltcp-nal only takes
 //!   clocks with ticks that fit a `u32`; wrapping is fine).
-//! - [`run()`] with a [`Platform`]: sleeping, the token, rotation and stop requests, notes.
-//!   [`poll_session`] is the one turn of it, for firmware that writes its own loop.
+//! - [`run()`] with a [`Platform`]: sleeping, stop requests, notes. The token comes from the
+//!   [`satmqtt::TokenSource`] the firmware gives the driver: when it says `changed()`, the
+//!   driver re-reads it and presents the new one in band (`K8S-SAT`, AUTH 0x19) or by draining
+//!   and reconnecting (`$sat`).
 //!
 //! Left out on purpose: DHCP and DNS (give the interface an address and the core a broker
 //! IP; smoltcp-nal can do both if its sockets are in the set, but the core takes a
 //! `SocketAddr`), TLS, IPv6 brokers (smoltcp-nal connects over IPv4 only), and more than one
 //! MQTT connection per stack. A connection the broker refuses (RST) is retried by smoltcp-nal
-//! on each poll until the core's connect timeout ends the session.
+//! on each poll until the core's connect timeout ends the attempt.
 //!
 //! ## The lines a firmware writes
 //!
@@ -27,11 +30,11 @@
 //! use core::net::{Ipv4Addr, SocketAddr};
 //! use core::sync::atomic::{AtomicU32, Ordering};
 //!
-//! use satmqtt::{Config, Publisher};
+//! use satmqtt::{Auth, Buffers, Config, Driver, Token, TokenSource};
 //! use satmqtt_smoltcp::smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
 //! use satmqtt_smoltcp::smoltcp::socket::tcp;
 //! use satmqtt_smoltcp::smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
-//! use satmqtt_smoltcp::{run, Millis, Platform, SmolStack, TokenUnavailable};
+//! use satmqtt_smoltcp::{run, Millis, Platform, SmolStack};
 //! # use satmqtt_smoltcp::smoltcp::phy::{self, DeviceCapabilities, Medium};
 //! # use satmqtt_smoltcp::smoltcp::time::Instant;
 //! # struct EthDriver;
@@ -48,7 +51,8 @@
 //! #     }
 //! # }
 //! # fn mac_from_otp() -> [u8; 6] { [0x02, 0, 0, 0, 0, 1] }
-//! # fn read_token_from_flash() -> &'static str { "token" }
+//! # fn read_token_from_flash() -> &'static [u8] { b"token" }
+//! # fn token_was_provisioned() -> bool { false }
 //! # fn sleep_until_irq_or(_: u32) {}
 //! # fn boot_entropy() -> u64 { 1 }
 //!
@@ -75,25 +79,40 @@
 //! ));
 //! let stack = SmolStack::new(interface, device, sockets, clock);
 //!
-//! // 4. The job, and minimq's memory sized for the longest token you accept.
+//! // 4. The token, from flash; a new one provisioned later is re-read and presented in band.
+//! struct Flash;
+//! impl TokenSource for Flash {
+//!     type Error = core::convert::Infallible;
+//!     fn load(&mut self, buf: &mut [u8]) -> Result<Token, Self::Error> {
+//!         let token = read_token_from_flash();
+//!         let len = token.len().min(buf.len());
+//!         buf[..len].copy_from_slice(&token[..len]);
+//!         Ok(Token { len, exp: None })
+//!     }
+//!     fn changed(&mut self) -> bool {
+//!         token_was_provisioned()
+//!     }
+//! }
+//!
+//! // 5. The job, and the core's memory, sized for the longest token you accept.
 //! const MAX_TOKEN: usize = 1536;
 //! let broker = SocketAddr::from((Ipv4Addr::new(10, 77, 0, 1), 1883));
-//! let config = Config::new(broker);
-//! let mut buffer = [0u8; 8 * 1024];
-//! assert!(config.buffer_len(MAX_TOKEN) <= buffer.len());
-//! let mut publisher = Publisher::new(stack, clock, config, boot_entropy()).expect("valid config");
+//! let mut config = Config::new(broker);
+//! config.auth = Auth::K8sSat;
+//! const TX: usize = satmqtt::tx_len(MAX_TOKEN, 8, 11, 13);
+//! let (mut rx, mut tx, mut token) = ([0u8; satmqtt::RX_MIN], [0u8; TX], [0u8; MAX_TOKEN]);
+//! let buffers = Buffers { rx: &mut rx, tx: &mut tx, token: &mut token };
+//! let mut driver = Driver::new(&config, stack, clock, Flash, buffers, boot_entropy())
+//!     .expect("valid config and buffers");
 //!
-//! // 5. The token from flash, and how to sleep.
+//! // 6. How to sleep.
 //! struct Board;
 //! impl Platform for Board {
 //!     fn wait(&mut self, ms: u32) {
 //!         sleep_until_irq_or(ms);
 //!     }
-//!     fn token(&mut self) -> Result<&str, TokenUnavailable> {
-//!         Ok(read_token_from_flash())
-//!     }
 //! }
-//! let outcome = run(&mut publisher, &mut buffer, &mut Board);
+//! let outcome = run(&mut driver, &mut Board);
 //! # let _ = outcome;
 //! ```
 //!
@@ -101,7 +120,7 @@
 //!
 //! Any [`embedded_time::Clock`] whose `T` converts into `u32` works; [`TickClock`] covers the
 //! usual free-running counter. 32-bit ticks wrap (every 49.7 days at 1 kHz): the core and
-//! smoltcp-nal both measure across a wrap, as long as [`SmolStack::poll`] and the session are
+//! smoltcp-nal both measure across a wrap, as long as [`SmolStack::poll`] and the driver are
 //! polled at least once per half wrap period. [`run()`] polls at least every [`MAX_WAIT_MS`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -115,9 +134,7 @@ pub mod stack;
 mod tests;
 
 pub use clock::{Millis, TickClock};
-pub use run::{
-    poll_session, run, Note, Outcome, Platform, RunError, TokenUnavailable, MAX_WAIT_MS,
-};
+pub use run::{run, Note, Outcome, Platform, RunError, MAX_WAIT_MS};
 pub use stack::{SmolStack, SocketStats, LINGER_MS, POOL_MAX};
 
 pub use smoltcp;

@@ -1,13 +1,16 @@
-//! The driver loop for a smoltcp interface: the no_std sibling of the std adapter's `run`.
+//! The loop for a smoltcp interface: the core's [`Driver`] does the MQTT work (connections,
+//! tokens, rotation, re-authentication, backoff, stop-and-drain); this module only keeps the
+//! interface running around it and lets the platform sleep.
 //!
-//! Two loops, as the core asks: between sessions, keep the interface running until the last
-//! socket's closing handshake is over and the backoff allows an attempt, then build a session
-//! with the platform's token; during a session, poll the stack and the session in turn and let
-//! the platform sleep in between. A new token from the platform rotates the session
-//! ([`satmqtt::Session::rotate`]: drain, DISCONNECT, close) and the next one logs in with it.
+//! Two things are smoltcp's own: frames move only when [`SmolStack::poll`] runs, so the
+//! interface is polled before and after every [`Driver::poll`] and at least every
+//! [`MAX_WAIT_MS`]; and smoltcp-nal hands a closed socket's handle out again (aborting it) on the
+//! next `socket()`, so between connections the interface keeps running until the closed
+//! socket's closing handshake is over ([`SmolStack::is_settled`]) before the driver may open
+//! the next one.
 
 use embedded_time::Clock;
-use satmqtt::{Event, Progress, Publisher, Session, SessionError, Status};
+use satmqtt::{Driver, DriverError, Event, Progress, Ready, Status, TokenSource};
 use smoltcp::phy::Device;
 
 use crate::stack::{SmolStack, SocketStats};
@@ -16,23 +19,12 @@ use crate::stack::{SmolStack, SocketStats};
 /// (retransmissions, delayed ACKs), so the interface is polled at least this often.
 pub const MAX_WAIT_MS: u32 = 10;
 
-/// What the firmware supplies to [`run()`].
+/// What the firmware supplies to [`run()`] besides the driver (whose [`TokenSource`] gives the
+/// token: a new one from it is presented in band with `K8S-SAT`, or by reconnecting with `$sat`).
 pub trait Platform {
     /// Sleeps until a frame may have arrived or `ms` milliseconds passed (a timer plus `WFI`
     /// on an MCU, `select(2)` on a TAP descriptor). Returning early is always fine.
     fn wait(&mut self, ms: u32);
-
-    /// The token to log in with as `$sat` (from flash, a config block, a provisioning
-    /// service). Called before every connection attempt; it must fit the buffer given to
-    /// [`run()`] ([`satmqtt::Config::buffer_len`]).
-    fn token(&mut self) -> Result<&str, TokenUnavailable>;
-
-    /// Whether a new token was handed in since the last call. During a session this rotates
-    /// it: in-flight messages are drained, DISCONNECT is sent, and the next session logs in
-    /// with [`Platform::token`].
-    fn token_changed(&mut self) -> bool {
-        false
-    }
 
     /// Whether to stop: in-flight messages are drained (bounded by the drain timeout),
     /// DISCONNECT is sent, the closing handshake finishes, and [`run()`] returns.
@@ -46,29 +38,18 @@ pub trait Platform {
     }
 }
 
-/// The platform has no token to give right now; [`run()`] retries after the backoff delay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenUnavailable;
-
 /// What [`run()`] reports to the platform.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Note {
     /// An event from the core.
     Event(Event),
-    /// A new token was handed in: the session drains and ends, the next one uses it.
-    Rotating,
-    /// A session is over and its socket is back in the pool with its closing handshake
+    /// A connection is over and its socket is back in the pool with its closing handshake
     /// finished (or given up after the linger time, see [`SocketStats::lingered`]).
     SocketReturned {
         /// The stack's socket counters afterwards.
         stats: SocketStats,
         /// Milliseconds spent waiting for the closing handshake.
         waited_ms: u64,
-    },
-    /// [`Platform::token`] had nothing; the next attempt is in `retry_in_ms`.
-    TokenUnavailable {
-        /// Milliseconds before the next attempt.
-        retry_in_ms: u64,
     },
     /// smoltcp-nal's poll failed: the stack's clock could not be read or converted.
     ClockError,
@@ -84,56 +65,23 @@ pub enum Outcome {
 }
 
 /// A run that cannot go on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RunError {
-    /// The core refused to build a session for a reason retrying cannot fix (a token too
-    /// long for the buffer, an empty token).
-    Session(SessionError),
+    /// The driver refused (configuration, buffers) or gave up (the broker refuses the job).
+    Driver(DriverError),
 }
 
 impl core::fmt::Display for RunError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            RunError::Session(e) => write!(f, "cannot start an MQTT session: {e:?}"),
+            RunError::Driver(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// One turn of a session on smoltcp: frames in, the core's work, frames out. Returns what
-/// the session wants next (poll again, wait, or build the next session).
-pub fn poll_session<D, C, K>(
-    session: &mut Session<'_, '_, SmolStack<'_, D, C>, K>,
-    sink: &mut impl FnMut(Event),
-) -> Status
-where
-    D: Device,
-    C: Clock + Clone,
-    u32: From<C::T>,
-    K: Clock,
-    u64: From<K::T>,
-{
-    // Clock errors only; the core notices a broken clock on its own.
-    let _ = session.with_stack(|stack| stack.poll());
-    let status = session.poll(sink);
-    // Send what the core just wrote now, not one wait later.
-    let moved = session
-        .with_stack(|stack| stack.poll())
-        .and_then(Result::ok)
-        .unwrap_or(false);
-    match status {
-        // A socket changed state after the session looked (the connection came up, bytes
-        // arrived with the ACK of what it sent): let it look again before sleeping.
-        Status::Wait { .. } if moved => Status::Busy,
-        status => status,
-    }
-}
-
-/// Publishes until the job is done or the platform asks to stop, logging in with the
-/// platform's token and rotating when it hands in a new one. `buffer` is minimq's memory:
-/// at least [`satmqtt::Config::buffer_len`] of the longest token the platform will give.
-pub fn run<D, C, K, P>(
-    publisher: &mut Publisher<'_, SmolStack<'_, D, C>, K>,
-    buffer: &mut [u8],
+/// Publishes until the job is done or the platform asks to stop; see the module doc.
+pub fn run<D, C, K, T, P>(
+    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
     platform: &mut P,
 ) -> Result<Outcome, RunError>
 where
@@ -142,70 +90,124 @@ where
     u32: From<C::T>,
     K: Clock,
     u64: From<K::T>,
+    T: TokenSource,
     P: Platform + ?Sized,
 {
-    // When the last session ended, until its socket is settled and reported.
-    let mut ended_at: Option<u64> = None;
+    // Sockets closed so far whose return was reported, and when the last close was noticed.
+    let mut returned = driver.stack_mut().stats().closed;
+    let mut closed_at: Option<u64> = None;
     loop {
-        if publisher.stack_mut().poll().is_err() {
-            platform.note(Note::ClockError);
-        }
-        if !publisher.stack_mut().is_settled() {
-            platform.wait(MAX_WAIT_MS);
-            continue;
-        }
-        if let Some(at) = ended_at.take() {
-            let stats = publisher.stack_mut().stats();
-            let waited_ms = publisher.now_ms().saturating_sub(at);
-            platform.note(Note::SocketReturned { stats, waited_ms });
-        }
-        if publisher.is_finished() {
-            return Ok(Outcome::Finished(publisher.progress()));
-        }
         if platform.stop_requested() {
-            return Ok(Outcome::Stopped(publisher.progress()));
+            driver.stop();
         }
-        let wait = publisher.wait_ms();
-        if wait > 0 {
-            platform.wait(clamp_wait(wait));
+        poll_stack(driver, platform);
+        if driver.socket().is_none() && settle(driver, platform, &mut returned, &mut closed_at) {
             continue;
         }
-        // The session below logs in with the current token: a change until now is included.
-        let _ = platform.token_changed();
-        let token = match platform.token() {
-            Ok(token) => token,
-            Err(TokenUnavailable) => {
-                let retry_in_ms = publisher.note_failure();
-                platform.note(Note::TokenUnavailable { retry_in_ms });
-                continue;
+        let status = driver.poll(Ready::ALL);
+        while let Some(event) = driver.poll_event() {
+            platform.note(Note::Event(event));
+        }
+        // Send what the driver just wrote now, not one wait later.
+        let moved = poll_stack(driver, platform);
+        match status.map_err(RunError::Driver)? {
+            Status::Wait { ms, .. } => {
+                // A socket changed state after the driver looked (the connection came up,
+                // bytes arrived with the ACK of what it sent): let it look again at once.
+                if ms > 0 && !moved {
+                    platform.wait(clamp_wait(ms));
+                }
             }
-        };
-        let mut session = match publisher.session(&mut *buffer, token) {
-            Ok(session) => session,
-            // The loop's head handles both.
-            Err(SessionError::Backoff { .. } | SessionError::Finished) => continue,
-            Err(e) => return Err(RunError::Session(e)),
-        };
-        let mut stopping = false;
-        let mut rotating = false;
-        loop {
-            if !stopping && platform.stop_requested() {
-                session.stop();
-                stopping = true;
+            Status::Finished(p) => {
+                finish(driver, platform, &mut returned, &mut closed_at);
+                return Ok(Outcome::Finished(p));
             }
-            if !stopping && !rotating && platform.token_changed() {
-                platform.note(Note::Rotating);
-                session.rotate();
-                rotating = true;
-            }
-            match poll_session(&mut session, &mut |event| platform.note(Note::Event(event))) {
-                Status::Busy => {}
-                Status::Wait { ms, .. } => platform.wait(clamp_wait(ms)),
-                Status::Ended(_) => break,
+            Status::Stopped(p) => {
+                finish(driver, platform, &mut returned, &mut closed_at);
+                return Ok(Outcome::Stopped(p));
             }
         }
-        drop(session);
-        ended_at = Some(publisher.now_ms());
+    }
+}
+
+/// Moves frames; true when a socket changed state.
+fn poll_stack<D, C, K, T, P>(
+    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
+    platform: &mut P,
+) -> bool
+where
+    D: Device,
+    C: Clock + Clone,
+    u32: From<C::T>,
+    K: Clock,
+    u64: From<K::T>,
+    T: TokenSource,
+    P: Platform + ?Sized,
+{
+    match driver.stack_mut().poll() {
+        Ok(moved) => moved,
+        Err(_) => {
+            platform.note(Note::ClockError);
+            false
+        }
+    }
+}
+
+/// Between connections: true (and one wait) while a closed socket's handshake is still running;
+/// once it is over, reports the socket's return.
+fn settle<D, C, K, T, P>(
+    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
+    platform: &mut P,
+    returned: &mut u32,
+    closed_at: &mut Option<u64>,
+) -> bool
+where
+    D: Device,
+    C: Clock + Clone,
+    u32: From<C::T>,
+    K: Clock,
+    u64: From<K::T>,
+    T: TokenSource,
+    P: Platform + ?Sized,
+{
+    let stats = driver.stack_mut().stats();
+    if stats.closed == *returned {
+        return false;
+    }
+    let at = *closed_at.get_or_insert_with(|| driver.now_ms());
+    if !driver.stack_mut().is_settled() {
+        platform.wait(MAX_WAIT_MS);
+        return true;
+    }
+    *returned = stats.closed;
+    *closed_at = None;
+    let waited_ms = driver.now_ms().saturating_sub(at);
+    platform.note(Note::SocketReturned { stats, waited_ms });
+    false
+}
+
+/// After the last connection: lets its closing handshake finish (bounded by the linger time).
+fn finish<D, C, K, T, P>(
+    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
+    platform: &mut P,
+    returned: &mut u32,
+    closed_at: &mut Option<u64>,
+) where
+    D: Device,
+    C: Clock + Clone,
+    u32: From<C::T>,
+    K: Clock,
+    u64: From<K::T>,
+    T: TokenSource,
+    P: Platform + ?Sized,
+{
+    // The stack lingers out a handshake that does not finish, so this ends; the count bounds
+    // it even on a clock that stands still.
+    for _ in 0..100_000 {
+        poll_stack(driver, platform);
+        if !settle(driver, platform, returned, closed_at) {
+            return;
+        }
     }
 }
 

@@ -3,13 +3,13 @@
 //!
 //! | smoltcp-nal 0.7 on smoltcp 0.12 | what [`SmolStack`] does |
 //! |---|---|
-//! | `receive` returns `Ok(0)` when nothing has arrived yet; embedded-nal (and the core's guard) read `Ok(0)` as end of stream | `Ok(0)` becomes `WouldBlock`. smoltcp's `recv_slice` only returns `Ok` while the socket may still receive (`may_recv()`), so this never hides an EOF |
-//! | the peer's FIN shows up as `Err(TcpReadFailure(Finished))` (smoltcp: the receive half closed gracefully, all data read) | becomes `Ok(0)`, the embedded-nal EOF, so the guard ends the session at once as "broker closed the connection" |
+//! | `receive` returns `Ok(0)` when nothing has arrived yet; embedded-nal (and the core's driver) read `Ok(0)` as end of stream | `Ok(0)` becomes `WouldBlock`. smoltcp's `recv_slice` only returns `Ok` while the socket may still receive (`may_recv()`), so this never hides an EOF |
+//! | the peer's FIN shows up as `Err(TcpReadFailure(Finished))` (smoltcp: the receive half closed gracefully, all data read) | becomes `Ok(0)`, the embedded-nal EOF, so the driver ends the connection at once as "broker closed the connection" |
 //! | `send` returns `Ok(0)` when the transmit buffer is full | becomes `WouldBlock` |
-//! | `close` queues a FIN and returns the handle to a last-in-first-out pool; the next `socket()` pops that same handle and *aborts* it, dropping a DISCONNECT and FIN not yet on the wire | the closed socket is watched until its closing handshake is over (the peer's FIN arrived) or a linger time ran out: [`SmolStack::is_settled`]. [`crate::run()`] waits for it before the next session |
+//! | `close` queues a FIN and returns the handle to a last-in-first-out pool; the next `socket()` pops that same handle and *aborts* it, dropping a DISCONNECT and FIN not yet on the wire | the closed socket is watched until its closing handshake is over (the peer's FIN arrived) or a linger time ran out: [`SmolStack::is_settled`]. [`crate::run()`] waits for it before the next connection |
 //! | a fixed pool of TCP handles (its `heapless::Vec<_, 16>`: at most 16, whatever the socket set holds), `close` `unwrap`s a push into it | handles given out are counted, and a `close` of a handle that is not out is refused instead of overflowing the pool |
 //! | Nagle's algorithm on (smoltcp's default) | turned off on every TCP socket in [`SmolStack::new`] |
-//! | needs `poll()` to move any frame | [`SmolStack::poll`]; [`crate::poll_session`] calls it around every session poll |
+//! | needs `poll()` to move any frame | [`SmolStack::poll`]; [`crate::run()`] calls it around every driver poll |
 
 use embedded_nal::{nb, TcpClientStack};
 use embedded_time::{Clock, Instant};
@@ -95,7 +95,7 @@ where
 {
     /// A stack on `interface` and `device`; every TCP socket in `sockets` joins the pool (up
     /// to [`POOL_MAX`]). One socket is enough for the core, which holds one connection at a
-    /// time; a second lets a new session start while the last one's handshake lingers.
+    /// time; a second lets a new connection start while the last one's handshake lingers.
     ///
     /// Nagle's algorithm is turned off on every TCP socket: MQTT writes small packets and
     /// waits for their acknowledgements, and Nagle would hold each one back until the previous
@@ -162,7 +162,7 @@ where
     }
 
     /// The smoltcp interface, mutably: e.g. to change the address. Sockets in use are not
-    /// told; prefer doing it between sessions.
+    /// told; prefer doing it between connections.
     pub fn interface_mut(&mut self) -> &mut Interface {
         self.nal.interface_mut()
     }

@@ -394,20 +394,26 @@ mod with_the_core {
     //! The whole core on the adapter, against a scripted MQTT v5 broker on the peer side.
 
     use super::*;
-    use crate::{run, Note, Outcome, Platform, TokenUnavailable};
-    use satmqtt::{Config, Event, Publisher};
+    use crate::{run, Note, Outcome, Platform};
+    use satmqtt::{Auth, Buffers, Driver, Event, Token, TokenSource};
 
-    /// Parses what the client sent and answers like a broker: CONNACK, PUBACK, PINGRESP;
-    /// DISCONNECT is recorded and the connection closed after it.
+    /// Parses what the client sent and answers like a broker: CONNACK, PUBACK, PINGRESP, and
+    /// AUTH 0x00 to a re-authentication with the token handed out last; DISCONNECT is recorded
+    /// and the connection closed after it.
     struct Broker {
         peer: Peer,
         inbox: Vec<u8>,
-        expected_token: String,
+        tokens: Rc<RefCell<Tokens>>,
         connects: u32,
         refused: u32,
+        reauths: u32,
         disconnects: u32,
         payloads: Vec<String>,
     }
+
+    const AUTH_OK: [u8; 14] = [
+        0xf0, 0x0c, 0x00, 0x0a, 0x15, 0x00, 0x07, b'K', b'8', b'S', b'-', b'S', b'A', b'T',
+    ];
 
     impl Broker {
         fn serve(&mut self) {
@@ -415,9 +421,10 @@ mod with_the_core {
             let data = core::mem::take(&mut self.peer.received);
             self.inbox.extend(data);
             while let Some((first, body, len)) = packet(&self.inbox) {
+                let expected = self.tokens.borrow().handed_out.clone();
                 let reply: Vec<u8> = match first >> 4 {
                     1 => {
-                        if contains(&body, self.expected_token.as_bytes()) {
+                        if contains(&body, expected.as_bytes()) {
                             self.connects += 1;
                             vec![0x20, 0x03, 0x00, 0x00, 0x00]
                         } else {
@@ -439,6 +446,13 @@ mod with_the_core {
                         self.disconnects += 1;
                         Vec::new()
                     }
+                    15 => {
+                        assert_eq!(body[0], 0x19, "AUTH reason");
+                        assert!(contains(&body, b"K8S-SAT"), "AUTH method");
+                        assert!(contains(&body, expected.as_bytes()), "AUTH data");
+                        self.reauths += 1;
+                        AUTH_OK.to_vec()
+                    }
                     other => panic!("unexpected packet type {other}"),
                 };
                 self.inbox.drain(..len);
@@ -446,7 +460,7 @@ mod with_the_core {
                     // After the client's FIN nothing can be sent, and nothing needs to be.
                     let _ = self.peer.socket().send_slice(&reply);
                 }
-                if reply.get(3) == Some(&0x87) {
+                if reply.starts_with(&[0x20, 0x03, 0x00, 0x87]) {
                     self.peer.socket().close();
                 }
             }
@@ -475,17 +489,54 @@ mod with_the_core {
         haystack.windows(needle.len()).any(|w| w == needle)
     }
 
-    /// Hands a new token in every `rotate_every` acknowledged messages.
+    /// The firmware's token store: a new token is provisioned by the board; the broker accepts
+    /// the one the driver loaded last, and no other.
+    #[derive(Default)]
+    struct Tokens {
+        current: String,
+        handed_out: String,
+        changed: bool,
+        rotations: u32,
+    }
+
+    struct Source(Rc<RefCell<Tokens>>);
+
+    impl TokenSource for Source {
+        type Error = core::convert::Infallible;
+
+        fn load(&mut self, buf: &mut [u8]) -> Result<Token, Self::Error> {
+            let mut t = self.0.borrow_mut();
+            t.handed_out = t.current.clone();
+            buf[..t.current.len()].copy_from_slice(t.current.as_bytes());
+            Ok(Token {
+                len: t.current.len(),
+                exp: None,
+            })
+        }
+
+        fn changed(&mut self) -> bool {
+            core::mem::take(&mut self.0.borrow_mut().changed)
+        }
+    }
+
+    /// Provisions a new token every `rotate_every` acknowledged messages.
     struct Board {
         broker: Broker,
-        token: String,
+        tokens: Rc<RefCell<Tokens>>,
         rotate_every: u64,
         next_rotation: u64,
         acked: u64,
-        rotations: u32,
-        changed: bool,
         sockets_returned: Vec<crate::SocketStats>,
         events: Vec<Event>,
+    }
+
+    impl Board {
+        fn rotate(&mut self) {
+            let mut t = self.tokens.borrow_mut();
+            t.rotations += 1;
+            t.current = format!("token-{}", t.rotations);
+            t.changed = true;
+        }
     }
 
     impl Platform for Board {
@@ -494,25 +545,9 @@ mod with_the_core {
             self.broker.serve();
         }
 
-        fn token(&mut self) -> Result<&str, TokenUnavailable> {
-            // The broker accepts the token handed out last, and no other.
-            self.broker.expected_token.clone_from(&self.token);
-            Ok(&self.token)
-        }
-
-        fn token_changed(&mut self) -> bool {
-            if !core::mem::take(&mut self.changed) {
-                return false;
-            }
-            self.rotations += 1;
-            self.token = format!("token-{}", self.rotations);
-            true
-        }
-
         fn note(&mut self, note: Note) {
             match note {
-                // Each session publishes `rotate_every` messages, then gets a new token.
-                Note::Event(event @ Event::Connected { .. }) => {
+                Note::Event(event @ (Event::Connected { .. } | Event::Reauthenticated { .. })) => {
                     self.next_rotation = self.acked + self.rotate_every;
                     self.events.push(event);
                 }
@@ -520,63 +555,110 @@ mod with_the_core {
                     self.acked = through + 1;
                     if self.acked >= self.next_rotation {
                         self.next_rotation = u64::MAX;
-                        self.changed = true;
+                        self.rotate();
                     }
                     self.events.push(event);
                 }
                 Note::Event(event) => self.events.push(event),
                 Note::SocketReturned { stats, .. } => self.sockets_returned.push(stats),
-                _ => {}
+                Note::ClockError => panic!("the test clock cannot fail"),
             }
         }
     }
 
-    #[test]
-    fn rotations_return_every_socket_and_publishing_goes_on() {
+    /// Runs 500 messages at QoS 1 with a rotation every 10 acknowledgements.
+    fn rotating_run(auth: Auth) -> (Outcome, Board) {
         let (a, b) = wire();
         let stack = client(a, 1, 2048);
+        let tokens = Rc::new(RefCell::new(Tokens {
+            current: "token-0".into(),
+            ..Tokens::default()
+        }));
         let mut board = Board {
             broker: Broker {
                 peer: Peer::new(b),
                 inbox: Vec::new(),
-                expected_token: String::new(),
+                tokens: Rc::clone(&tokens),
                 connects: 0,
                 refused: 0,
+                reauths: 0,
                 disconnects: 0,
                 payloads: Vec::new(),
             },
-            token: "token-0".into(),
+            tokens: Rc::clone(&tokens),
             rotate_every: 10,
             next_rotation: u64::MAX,
             acked: 0,
-            rotations: 0,
-            changed: false,
             sockets_returned: Vec::new(),
             events: Vec::new(),
         };
-        let mut config = Config::new(broker());
+        let mut config = satmqtt::Config::new(broker());
         config.interval_ms = 0;
         config.count = 500;
-        let mut publisher = Publisher::new(stack, clock(), config, 7).unwrap();
-        let mut buffer = vec![0u8; config.buffer_len(64)];
-        let outcome = run(&mut publisher, &mut buffer, &mut board).unwrap();
+        config.auth = auth;
+        // A small window, so acknowledgements come often and rotations land mid-stream.
+        config.window_cap = 10;
+        let (mut rx, mut tx, mut token) = (
+            [0u8; satmqtt::RX_MIN],
+            vec![0u8; satmqtt::tx_len(64, 8, 11, 13)],
+            [0u8; 64],
+        );
+        let buffers = Buffers {
+            rx: &mut rx,
+            tx: &mut tx,
+            token: &mut token,
+        };
+        let mut driver =
+            Driver::new(&config, stack, clock(), Source(Rc::clone(&tokens)), buffers, 7)
+                .unwrap();
+        let outcome = run(&mut driver, &mut board).unwrap();
+        (outcome, board)
+    }
 
+    fn assert_all_published(outcome: Outcome, board: &Board) {
         let Outcome::Finished(progress) = outcome else {
             panic!("{outcome:?}");
         };
         assert_eq!((progress.acked_next, progress.duplicates), (500, 0));
         let want: Vec<String> = (0..500).map(|n| format!("samplepayload{n}")).collect();
         assert_eq!(board.broker.payloads, want, "contiguous, no duplicates");
-        assert!(board.rotations >= 20, "{} rotations", board.rotations);
-        // Every token change mid-session starts a new session (the last one may coincide
-        // with the end of the job).
+        assert!(
+            board
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Finished { .. })),
+            "{:?}",
+            board.events
+        );
+    }
+
+    fn changes(board: &Board) -> usize {
+        board
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::TokenChanged { .. }))
+            .count()
+    }
+
+    #[test]
+    fn sat_rotations_reconnect_return_every_socket_and_publishing_goes_on() {
+        let (outcome, board) = rotating_run(Auth::Sat);
+        assert_all_published(outcome, &board);
+        let rotations = board.tokens.borrow().rotations;
+        assert!(rotations >= 20, "{rotations} rotations");
+        // Every token change mid-connection starts a new one (the last one may coincide with
+        // the end of the job).
         let sessions = board.broker.connects;
         assert!(
-            sessions == board.rotations + 1 || sessions == board.rotations,
-            "{sessions} sessions for {} rotations",
-            board.rotations
+            sessions == rotations + 1 || sessions == rotations,
+            "{sessions} connections for {rotations} rotations"
         );
-        assert_eq!(board.broker.refused, 0);
+        assert_eq!((board.broker.refused, board.broker.reauths), (0, 0));
+        let changes = changes(&board) as u32;
+        assert!(
+            changes + 1 >= sessions && changes <= rotations,
+            "{changes} TokenChanged for {rotations} rotations, {sessions} connections"
+        );
         assert_eq!(
             board.broker.disconnects, sessions,
             "DISCONNECT on every end"
@@ -586,13 +668,43 @@ mod with_the_core {
             assert_eq!(
                 (stats.in_use, stats.closing, stats.lingered),
                 (0, 0, 0),
-                "after session {i}: {stats:?}"
+                "after connection {i}: {stats:?}"
             );
             assert_eq!(stats.closed, i as u32 + 1);
         }
-        assert!(board
+    }
+
+    #[test]
+    fn k8s_sat_rotations_reauthenticate_on_one_connection() {
+        let (outcome, board) = rotating_run(Auth::K8sSat);
+        assert_all_published(outcome, &board);
+        let rotations = board.tokens.borrow().rotations;
+        assert!(rotations >= 20, "{rotations} rotations");
+        assert_eq!(board.broker.connects, 1, "one connection");
+        assert_eq!(board.broker.refused, 0);
+        // The last rotation may coincide with the end of the job.
+        let reauths = board.broker.reauths;
+        assert!(
+            reauths == rotations || reauths + 1 == rotations,
+            "{reauths} AUTH for {rotations} rotations"
+        );
+        let accepted = board
             .events
             .iter()
-            .any(|e| matches!(e, Event::Finished { .. })));
+            .filter(|e| matches!(e, Event::Reauthenticated { .. }))
+            .count();
+        // The answer to the last one may come after the last acknowledgement ended the job.
+        assert!(
+            accepted == reauths as usize || accepted + 1 == reauths as usize,
+            "{accepted} accepted of {reauths}"
+        );
+        assert_eq!(changes(&board), reauths as usize, "one TokenChanged per AUTH");
+        assert_eq!(board.broker.disconnects, 1);
+        assert_eq!(board.sockets_returned.len(), 1);
+        let stats = board.sockets_returned[0];
+        assert_eq!(
+            (stats.in_use, stats.closing, stats.lingered, stats.closed),
+            (0, 0, 0, 1)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! `alloc-count`: heap allocations per published message in satmqtt's steady state.
 //!
-//! The same stack as `pod-publisher` (StdStack, StdClock, the token file, `satmqtt_std::run`)
-//! with a counting global allocator. The allocator's counters are read when message `count/10`
+//! The same stack as `pod-publisher` (StdStack, the token file, `satmqtt_std::run` on the core's
+//! driver) with a counting global allocator. The allocator's counters are read when message `count/10`
 //! and message `count - count/10` are published, so connecting, the first messages and the
 //! drain at the end are left out: what remains is the publish loop a pod runs all day.
 //! Prints `key value` lines.
@@ -10,11 +10,10 @@ use std::alloc::System;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
-use satmqtt::{Config, Event, Publisher, Qos};
+use satmqtt::{Config, Event, Qos};
 use satmqtt_bench::args::ClientArgs;
-use satmqtt_std::{Note, RunOptions, StdClock, StdStack, TokenFile};
+use satmqtt_std::{Note, RunOptions, StdStack, TokenFile};
 use stats_alloc::{Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -47,28 +46,29 @@ fn run() -> Result<(), String> {
     config.interval_ms = a.interval.as_millis() as u64;
     config.count = a.count;
     let tokens = TokenFile::new(&a.token_file);
-    let mut publisher = Publisher::new(
-        StdStack::new(Duration::from_secs(5)),
-        StdClock::new(),
-        config,
-        1,
-    )
-    .map_err(|e| format!("{e:?}"))?;
+    config.validate().map_err(|e| format!("invalid --{}: {e}", e.field().name()))?;
     let stop = AtomicBool::new(false);
     let (from, to) = (a.count / 10, a.count - a.count / 10);
     let mut marks: [Option<Stats>; 2] = [None, None];
     let before = GLOBAL.stats();
     let outcome = satmqtt_std::run(
-        &mut publisher,
-        &tokens,
+        &config,
+        StdStack::new(),
+        tokens,
         RunOptions::default(),
+        1,
         &stop,
         |note| {
-            if let Note::Event(Event::Published { n, .. }) = note {
-                if n == from {
-                    marks[0] = Some(GLOBAL.stats());
-                } else if n == to {
-                    marks[1] = Some(GLOBAL.stats());
+            // PUBLISHes are reported in batches: a mark is the batch that holds its message.
+            if let Note::Event {
+                event: Event::Published { first, last, .. },
+                ..
+            } = note
+            {
+                for (mark, n) in marks.iter_mut().zip([from, to]) {
+                    if mark.is_none() && (*first..=*last).contains(&n) {
+                        *mark = Some(GLOBAL.stats());
+                    }
                 }
             }
         },

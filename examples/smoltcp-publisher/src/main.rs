@@ -1,11 +1,14 @@
 //! `smoltcp-publisher`: the satmqtt core on smoltcp over a Linux TAP device, exactly as it runs
 //! on a microcontroller — a userspace TCP/IP stack with a static IPv4 address, a 32-bit
-//! millisecond clock, fixed socket storage, and a token read once at start (as firmware reads
-//! it from flash). It publishes `samplepayload<N>` as `$sat`.
+//! millisecond clock, fixed socket storage, and a token read as firmware reads it from flash:
+//! before every connection, and when told a new one is there. It publishes `samplepayload<N>`,
+//! logging in as `$sat` (`--auth sat`) or with MQTT v5 enhanced authentication `K8S-SAT`
+//! (`--auth k8s-sat`).
 //!
-//! A new token is handed in with SIGUSR1: the program re-reads `--token-file`, and if the
-//! token changed the session rotates (drain in-flight QoS 1 messages, DISCONNECT, close) and
-//! the next one logs in with the new token. SIGTERM/SIGINT stop it the same way and exit 0.
+//! A new token is handed in with SIGUSR1: the core re-reads `--token-file`, and if the token
+//! changed it re-authenticates in band (`k8s-sat`: AUTH 0x19, same connection, publishing goes
+//! on), or drains in-flight QoS 1 messages, sends DISCONNECT, closes and logs in again with the
+//! new token (`sat`). SIGTERM/SIGINT drain, DISCONNECT and exit 0.
 //!
 //! The TAP device must exist and be up on the kernel side (`ip tuntap add dev tap0 mode tap`,
 //! `ip addr add 10.77.0.1/24 dev tap0`, `ip link set tap0 up`); opening it needs
@@ -22,8 +25,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use clap::Parser;
-use satmqtt::{BackoffConfig, Config, End, Event, Publisher, Qos};
-use satmqtt_smoltcp::{Millis, Note, Outcome, Platform, SmolStack, TokenUnavailable};
+use satmqtt::{Auth, BackoffConfig, Buffers, Config, Driver, End, Event, Qos, Token, TokenSource};
+use satmqtt_smoltcp::{Millis, Note, Outcome, Platform, SmolStack};
 use smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::tcp;
@@ -38,7 +41,8 @@ const TCP_RX: usize = 2048;
 /// Per-socket transmit buffer: holds a CONNECT with a large token in one go.
 const TCP_TX: usize = 8192;
 
-/// Publishes `<prefix><N>` over MQTT v5 as `$sat`, on smoltcp over a TAP device.
+/// Publishes `<prefix><N>` over MQTT v5 with a service-account token, on smoltcp over a TAP
+/// device.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -66,10 +70,15 @@ struct Args {
     /// Payload prefix; the counter follows in decimal.
     #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
     payload_prefix: String,
-    /// Token file, read once at start and again on every SIGUSR1.
+    /// Token file, read before every connection and again on every SIGUSR1.
     #[arg(long, env = "SATMQTT_TOKEN_FILE")]
     token_file: PathBuf,
-    /// Longest token accepted; minimq's buffer is sized for it once, as firmware would.
+    /// How the token logs in: `sat` (user name `$sat`, token as password: Azure IoT MQ preview)
+    /// or `k8s-sat` (MQTT v5 enhanced authentication with in-band re-authentication: Azure IoT
+    /// Operations).
+    #[arg(long, env = "SATMQTT_AUTH", value_enum, default_value_t = AuthArg::Sat)]
+    auth: AuthArg,
+    /// Longest token accepted; the core's buffers are sized for it once, as firmware would.
     #[arg(long, env = "SATMQTT_MAX_TOKEN_LEN", default_value_t = 4096)]
     max_token_len: usize,
     /// QoS of every publish: 0 or 1.
@@ -111,6 +120,15 @@ struct Args {
     /// Log every publish and acknowledgement too.
     #[arg(long, short)]
     verbose: bool,
+}
+
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthArg {
+    /// User name `$sat`, the token as password.
+    Sat,
+    /// MQTT v5 enhanced authentication, method K8S-SAT.
+    K8sSat,
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -200,16 +218,66 @@ fn read_token(path: &Path, max: usize) -> Result<Zeroizing<String>, String> {
     Ok(Zeroizing::new(token.to_owned()))
 }
 
-/// What the TAP program gives the driver: sleeping on the TAP descriptor, the token, signals.
+/// The token file as the core's token source: read before every connection, and again when
+/// SIGUSR1 says a new token is there (the core compares it with the one in use).
+struct FileToken {
+    path: PathBuf,
+    max_len: usize,
+    reload: Arc<AtomicBool>,
+    log: Log,
+}
+
+/// Why the token file could not be used; names the path, never the content.
+#[derive(Debug)]
+struct TokenProblem(String);
+
+impl std::fmt::Display for TokenProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TokenSource for FileToken {
+    type Error = TokenProblem;
+
+    fn load(&mut self, buf: &mut [u8]) -> Result<Token, TokenProblem> {
+        let token = read_token(&self.path, self.max_len).map_err(|e| {
+            self.log.warn(format_args!("{e}"));
+            TokenProblem(e)
+        })?;
+        let bytes = token.as_bytes();
+        let dst = buf.get_mut(..bytes.len()).ok_or_else(|| {
+            TokenProblem(format!(
+                "token in {} is {} bytes, more than the token buffer",
+                self.path.display(),
+                bytes.len()
+            ))
+        })?;
+        dst.copy_from_slice(bytes);
+        Ok(Token {
+            len: bytes.len(),
+            exp: None,
+        })
+    }
+
+    fn changed(&mut self) -> bool {
+        let reload = self.reload.swap(false, Ordering::SeqCst);
+        if reload {
+            self.log
+                .info(format_args!("SIGUSR1: re-reading {}", self.path.display()));
+        }
+        reload
+    }
+}
+
+/// What the TAP program gives the driver: sleeping on the TAP descriptor, signals, logging.
 struct Tap {
     fd: RawFd,
-    token: Zeroizing<String>,
-    token_file: PathBuf,
-    max_token_len: usize,
-    reload: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     log: Log,
     pool: usize,
+    auth: Auth,
+    attempts: u64,
     rotations: u32,
     rejected_tokens: u32,
 }
@@ -223,48 +291,13 @@ impl Platform for Tap {
         );
     }
 
-    fn token(&mut self) -> Result<&str, TokenUnavailable> {
-        Ok(self.token.as_str())
-    }
-
-    fn token_changed(&mut self) -> bool {
-        if !self.reload.swap(false, Ordering::SeqCst) {
-            return false;
-        }
-        match read_token(&self.token_file, self.max_token_len) {
-            Ok(token) if token == self.token => {
-                self.log
-                    .info(format_args!("SIGUSR1: the token is unchanged; no rotation"));
-                false
-            }
-            Ok(token) => {
-                self.rotations += 1;
-                self.log.info(format_args!(
-                    "SIGUSR1: new token ({} bytes) handed in: rotation {}",
-                    token.len(),
-                    self.rotations
-                ));
-                self.token = token;
-                true
-            }
-            Err(e) => {
-                self.log
-                    .warn(format_args!("SIGUSR1: {e}; keeping the current token"));
-                false
-            }
-        }
-    }
-
     fn stop_requested(&mut self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
     fn note(&mut self, note: Note) {
         match note {
-            Note::Event(event) => self.event(event),
-            Note::Rotating => self
-                .log
-                .info(format_args!("rotating: draining, then DISCONNECT")),
+            Note::Event(event) => self.event(&event),
             Note::SocketReturned { stats, waited_ms } => self.log.info(format_args!(
                 "socket returned: {} of {} TCP sockets in use, {} closing; opened {}, closed {}, \
                  handshakes finished {}, lingered out {} (waited {waited_ms} ms)",
@@ -276,9 +309,6 @@ impl Platform for Tap {
                 stats.settled,
                 stats.lingered
             )),
-            Note::TokenUnavailable { retry_in_ms } => self
-                .log
-                .warn(format_args!("no token; retrying in {retry_in_ms} ms")),
             Note::ClockError => self
                 .log
                 .error(format_args!("the stack's clock failed (smoltcp-nal poll)")),
@@ -287,44 +317,45 @@ impl Platform for Tap {
 }
 
 impl Tap {
-    fn event(&mut self, event: Event) {
+    fn event(&mut self, event: &Event) {
         match event {
-            Event::Connected {
-                receive_maximum,
-                window,
-                ..
-            } => self.log.info(format_args!(
-                "connected (receive maximum {receive_maximum}, QoS 1 window {window})"
-            )),
-            Event::Republishing { from, count } => self.log.info(format_args!(
-                "resending {count} unacknowledged message(s) from {from}"
-            )),
-            Event::Published { n, duplicate } => self.log.debug(format_args!(
-                "published {n}{}",
-                if duplicate { " again" } else { "" }
-            )),
-            Event::Acked { through } => self
-                .log
-                .debug(format_args!("acknowledged through {through}")),
-            Event::PublishRejected { n, reason } => self.log.warn(format_args!(
-                "broker refused message {n}: PUBACK 0x{reason:02x} {}",
-                satmqtt::frame::reason_name(reason)
-            )),
-            Event::TokenRejected { .. } => self.rejected_tokens += 1,
+            Event::Connecting { .. } => {
+                self.attempts += 1;
+                self.log.debug(format_args!("{event}"));
+            }
+            Event::Published { .. } | Event::Acked { .. } => self.log.debug(format_args!("{event}")),
+            Event::PublishRejected { .. }
+            | Event::ReauthDeferred { .. }
+            | Event::TokenUnavailable { .. }
+            | Event::TokenExpired { .. }
+            | Event::TokenExpiring { .. } => self.log.warn(format_args!("{event}")),
+            Event::TokenChanged { .. } => {
+                self.rotations += 1;
+                let how = match self.auth {
+                    Auth::K8sSat => "re-authenticating in band",
+                    Auth::Sat => "rotating: draining, then DISCONNECT",
+                };
+                self.log.info(format_args!(
+                    "new token handed in: rotation {}, {how}",
+                    self.rotations
+                ));
+            }
             Event::Disconnected {
                 why,
                 disconnect_sent,
                 retry_in_ms,
+                ..
             } => {
-                let sent = if disconnect_sent {
+                let sent = if *disconnect_sent {
                     "DISCONNECT sent"
                 } else {
                     "no DISCONNECT"
                 };
                 if let End::TokenRejected(_) = why {
+                    self.rejected_tokens += 1;
                     self.log.warn(format_args!(
-                        "session ended: {why}; {sent}; retrying in {retry_in_ms} ms with the \
-                         token in memory (SIGUSR1 hands in a new one)"
+                        "session ended: {why}; {sent}; retrying in {retry_in_ms} ms (SIGUSR1 \
+                         hands in a new token)"
                     ));
                 } else if why.is_failure() {
                     self.log.warn(format_args!(
@@ -336,9 +367,7 @@ impl Tap {
             }
             // Summed up when the run returns.
             Event::Finished { .. } => {}
-            // Events added to the core later are not this program's business.
-            #[allow(unreachable_patterns)]
-            _ => {}
+            _ => self.log.info(format_args!("{event}")),
         }
     }
 }
@@ -369,13 +398,18 @@ fn main() -> ExitCode {
         }
     }
 
-    // Read once, as firmware reads its flash; SIGUSR1 reads it again.
-    let token = match read_token(&args.token_file, args.max_token_len) {
-        Ok(token) => token,
+    // Checked once at start, so a missing or bad file is a start-up error and not a retry loop;
+    // the core reads it again before every connection and on SIGUSR1.
+    let token_len = match read_token(&args.token_file, args.max_token_len) {
+        Ok(token) => token.len(),
         Err(e) => {
             log.error(format_args!("{e}"));
             return ExitCode::from(EXIT_CONFIG);
         }
+    };
+    let auth = match args.auth {
+        AuthArg::Sat => Auth::Sat,
+        AuthArg::K8sSat => Auth::K8sSat,
     };
 
     let broker = SocketAddr::from((args.host, args.port));
@@ -399,6 +433,7 @@ fn main() -> ExitCode {
         cap_ms: args.backoff_cap_ms,
         ..BackoffConfig::default()
     };
+    config.auth = auth;
 
     // The device, as an MCU's Ethernet driver.
     let mut device = match TunTapInterface::new(&args.tap, Medium::Ethernet) {
@@ -456,20 +491,47 @@ fn main() -> ExitCode {
     let mut stack =
         SmolStack::new(interface, device, sockets, clock).with_linger_ms(args.linger_ms);
     stack.seed_random_port(&seed.to_le_bytes());
-    let mut publisher = match Publisher::new(stack, clock, config, seed) {
-        Ok(publisher) => publisher,
+    // The core's memory, sized once for the longest token accepted; the two that hold the
+    // token (CONNECT, AUTH) are zeroed when dropped.
+    let mut rx = vec![0u8; satmqtt::RX_MIN.max(TCP_RX)];
+    let mut tx = Zeroizing::new(vec![
+        0u8;
+        satmqtt::tx_len(
+            args.max_token_len,
+            args.client_id.len(),
+            args.topic.len(),
+            args.payload_prefix.len(),
+        )
+    ]);
+    let mut token_buffer = Zeroizing::new(vec![0u8; args.max_token_len]);
+    let buffer_len = rx.len() + tx.len() + token_buffer.len();
+    let buffers = Buffers {
+        rx: &mut rx,
+        tx: &mut tx,
+        token: &mut token_buffer,
+    };
+    let tokens = FileToken {
+        path: args.token_file.clone(),
+        max_len: args.max_token_len,
+        reload,
+        log: Log {
+            client_id: args.client_id.clone(),
+            verbose: args.verbose,
+        },
+    };
+    let mut driver = match Driver::new(&config, stack, clock, tokens, buffers, seed) {
+        Ok(driver) => driver,
         Err(e) => {
-            log.error(format_args!("invalid configuration: {e:?}"));
+            log.error(format_args!("{e}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // minimq's memory, sized once for the longest token accepted; zeroed when dropped.
-    let mut buffer = Zeroizing::new(vec![0u8; config.buffer_len(args.max_token_len)]);
 
     log.info(format_args!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
-         smoltcp on {tap} as {address}/{len}{gateway}, {pool} TCP socket(s); clock starts at \
-         {clock_start} ms; token file {path} ({token_len} bytes, buffer {buffer_len} bytes)",
+         login {auth}; smoltcp on {tap} as {address}/{len}{gateway}, {pool} TCP socket(s); \
+         clock starts at {clock_start} ms; token file {path} ({token_len} bytes, buffers \
+         {buffer_len} bytes)",
         prefix = args.payload_prefix,
         topic = args.topic,
         qos = args.qos,
@@ -487,33 +549,32 @@ fn main() -> ExitCode {
             .unwrap_or_default(),
         clock_start = args.clock_start_ms,
         path = args.token_file.display(),
-        token_len = token.len(),
-        buffer_len = buffer.len(),
     ));
 
     let mut tap = Tap {
         fd,
-        token,
-        token_file: args.token_file.clone(),
-        max_token_len: args.max_token_len,
-        reload,
         stop,
         log,
         pool,
+        auth,
+        attempts: 0,
         rotations: 0,
         rejected_tokens: 0,
     };
-    let outcome = satmqtt_smoltcp::run(&mut publisher, &mut buffer, &mut tap);
+    let outcome = satmqtt_smoltcp::run(&mut driver, &mut tap);
     let summary = |how: &str, p: satmqtt::Progress| {
         tap.log.info(format_args!(
             "{how}: sent {}, acknowledged {}, duplicates {}, rejected {}, next {}; sessions {}, \
-             rotations {}, tokens refused {}; clock now {} ms",
+             connections {}, re-authentications {}, rotations {}, tokens refused {}; clock now {} \
+             ms",
             p.sent,
             p.acked,
             p.duplicates,
             p.rejected,
             p.next,
-            p.sessions,
+            tap.attempts,
+            p.connections,
+            p.reauths,
             tap.rotations,
             tap.rejected_tokens,
             ticks()
