@@ -30,6 +30,9 @@ pub mod event;
 pub mod token;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use backoff::BackoffConfig;
 pub use config::{
     Auth, Config, ConfigError, Field, Qos, DEFAULT_WINDOW_CAP, K8S_SAT_METHOD, MAX_CLIENT_ID,
