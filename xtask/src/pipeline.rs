@@ -26,6 +26,8 @@ enum Outcome {
 pub fn run() -> Result<(), String> {
     install::ensure(install::MOSQUITTO)?;
     install::ensure(install::TEST_TOOLS)?;
+    // tests/tests/image.rs builds and runs the container image with them.
+    install::ensure(install::PODMAN)?;
     // tests/tests/deploy.rs validates deploy/ with it.
     install::ensure_kubernetes_validate()?;
 
