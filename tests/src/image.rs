@@ -151,8 +151,8 @@ impl Engine {
         let program =
             find_program(name).ok_or_else(|| format!("{name}: not installed (not on PATH)"))?;
         let engine = Engine { kind, program };
-        let output = run(&mut engine.command().arg("info"), PROBE_TIMEOUT)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let output =
+            run(engine.command().arg("info"), PROBE_TIMEOUT).map_err(|e| format!("{name}: {e}"))?;
         if output.status.success() {
             Ok(engine)
         } else {

@@ -127,9 +127,11 @@ impl TestImage {
     fn build(engine: &Engine) -> TestImage {
         let binary = static_binary();
         let tag = format!("localhost/satmqtt-test/pod-publisher:{}", random_hex(12));
-        let config = engine
-            .build(&binary, &tag)
-            .unwrap_or_else(|e| panic!("building the image: {e}"));
+        let config = engine.build(&binary, &tag).unwrap_or_else(|e| {
+            // A build that failed late may have tagged the image already.
+            engine.remove_image(&tag);
+            panic!("building the image: {e}")
+        });
         TestImage {
             engine: engine.clone(),
             tag,
@@ -324,11 +326,24 @@ const YAML_TO_JSON: &str = "import json, sys, yaml\n\
 with open(sys.argv[1]) as f:\n    docs = [d for d in yaml.safe_load_all(f) if d is not None]\n\
 json.dump(docs, sys.stdout)\n";
 
-/// The Deployment's pod spec.
-fn deployment_pod_spec() -> Value {
-    let python = find_program("python3")
-        .expect("`python3` is not installed; it reads deploy/deployment.yaml (apt-get install -y python3 python3-pip)");
-    let path = repo().join("deploy/deployment.yaml");
+/// The manifest shipped as deploy/deployment.yaml.
+const DEPLOYMENT: &str = "deploy/deployment.yaml";
+/// The same Deployment configured with Azure IoT Operations SDK variables only.
+const AIO_DEPLOYMENT: &str = "deploy/examples/aio-sdk-env.yaml";
+/// Variables naming the broker host, port and CA file, in either spelling.
+const HOST_VARS: &[&str] = &["SATMQTT_HOST", "AIO_BROKER_HOSTNAME"];
+const PORT_VARS: &[&str] = &["SATMQTT_PORT", "AIO_BROKER_TCP_PORT"];
+const CA_VARS: &[&str] = &["SATMQTT_CA_FILE", "AIO_TLS_CA_FILE"];
+
+/// The pod spec of the Deployment in `manifest` (relative to the repository).
+fn deployment_pod_spec(manifest: &str) -> Value {
+    let python = find_program("python3").unwrap_or_else(|| {
+        panic!(
+            "`python3` is not installed; it reads {manifest} \
+             (apt-get install -y python3 python3-pip)"
+        )
+    });
+    let path = repo().join(manifest);
     let output = run(Command::new(python).args(["-c", YAML_TO_JSON]).arg(&path));
     assert!(
         output.status.success(),
@@ -341,62 +356,69 @@ fn deployment_pod_spec() -> Value {
     let deployment = docs
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment in deploy/deployment.yaml");
+        .unwrap_or_else(|| panic!("no Deployment in {manifest}"));
     deployment["spec"]["template"]["spec"].clone()
 }
 
-/// How the Deployment's pod runs, translated into podman's terms for a broker on this host.
+/// How a Deployment's pod runs, translated into podman's terms for a broker on this host.
 struct DeploymentRun {
+    manifest: &'static str,
     spec: Value,
+    /// Plain `value:` variables.
     env: BTreeMap<String, String>,
+    /// Variables set from `fieldRef: metadata.name` (the pod's name).
+    pod_name_vars: Vec<String>,
     token_mount: String,
     ca_file: String,
-    probe: Vec<String>,
+    probe: Option<Vec<String>>,
     grace: Duration,
 }
 
 impl DeploymentRun {
-    fn read() -> DeploymentRun {
-        let spec = deployment_pod_spec();
+    fn read(manifest: &'static str) -> DeploymentRun {
+        let spec = deployment_pod_spec(manifest);
         let container = &spec["containers"][0];
-        let mut env = BTreeMap::new();
+        let (mut env, mut pod_name_vars) = (BTreeMap::new(), Vec::new());
         for var in container["env"].as_array().unwrap() {
             let name = var["name"].as_str().unwrap().to_owned();
-            let value = match &var["value"] {
-                Value::String(v) => v.clone(),
-                // POD_NAME: the kubelet fills in metadata.name; set per container below.
-                _ => String::new(),
-            };
-            env.insert(name, value);
+            match &var["value"] {
+                Value::String(v) => {
+                    env.insert(name, v.clone());
+                }
+                _ => {
+                    let field = &var["valueFrom"]["fieldRef"]["fieldPath"];
+                    assert_eq!(field, "metadata.name", "{manifest}: {name}");
+                    pod_name_vars.push(name);
+                }
+            }
         }
-        let mounts = container["volumeMounts"].as_array().unwrap();
-        let mount_of = |volume_kind: &str| -> String {
-            let volume = spec["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v.get(volume_kind).is_some())
-                .unwrap_or_else(|| panic!("a {volume_kind} volume in the Deployment"));
-            let mount = mounts.iter().find(|m| m["name"] == volume["name"]).unwrap();
-            mount["mountPath"].as_str().unwrap().to_owned()
-        };
-        let token_mount = mount_of("projected");
-        let ca_dir = mount_of("configMap");
-        let ca_file = env["SATMQTT_CA_FILE"].clone();
+        let token_mount = DeploymentRun::mount_of(&spec, |v| v.get("projected").is_some())
+            .unwrap_or_else(|| panic!("{manifest}: no projected token volume"));
+        let ca_dir = DeploymentRun::mount_of(&spec, |v| v.get("configMap").is_some())
+            .unwrap_or_else(|| panic!("{manifest}: no CA ConfigMap volume"));
+        let ca_file = CA_VARS
+            .iter()
+            .find_map(|v| env.get(*v))
+            .unwrap_or_else(|| panic!("{manifest}: no CA file variable"))
+            .clone();
         assert!(
             ca_file.starts_with(&format!("{ca_dir}/")),
             "{ca_file} not in {ca_dir}"
         );
         let probe = container["livenessProbe"]["exec"]["command"]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_owned())
-            .collect();
+            .map(|command| {
+                command
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect()
+            });
         let grace = Duration::from_secs(spec["terminationGracePeriodSeconds"].as_u64().unwrap());
         DeploymentRun {
+            manifest,
             spec,
             env,
+            pod_name_vars,
             token_mount,
             ca_file,
             probe,
@@ -404,25 +426,25 @@ impl DeploymentRun {
         }
     }
 
+    /// The mount path of the first volume that `is_kind`.
+    fn mount_of(spec: &Value, is_kind: impl Fn(&Value) -> bool) -> Option<String> {
+        let volume = spec["volumes"].as_array()?.iter().find(|v| is_kind(v))?;
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == volume["name"])?;
+        Some(mount["mountPath"].as_str()?.to_owned())
+    }
+
     fn container(&self) -> &Value {
         &self.spec["containers"][0]
     }
 
-    /// The heartbeat volume's mount path (the memory-backed `emptyDir`).
-    fn heartbeat_mount(&self) -> String {
-        let volume = self.spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["emptyDir"]["medium"] == "Memory")
-            .expect("a memory emptyDir for the heartbeat");
-        let mount = self.container()["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == volume["name"])
-            .unwrap();
-        mount["mountPath"].as_str().unwrap().to_owned()
+    /// The manifest's liveness probe command.
+    fn probe(&self) -> Vec<String> {
+        self.probe
+            .clone()
+            .unwrap_or_else(|| panic!("{}: no exec liveness probe", self.manifest))
     }
 
     /// `podman run` arguments for the pod `pod_name`: the Deployment's security context, volumes
@@ -438,32 +460,52 @@ impl DeploymentRun {
     ) -> Vec<String> {
         let security = &self.container()["securityContext"];
         let mut args: Vec<String> = Vec::new();
-        if security["readOnlyRootFilesystem"] == true {
-            args.push("--read-only".into());
-        }
+        assert_eq!(
+            security["readOnlyRootFilesystem"], true,
+            "{}",
+            self.manifest
+        );
+        args.push("--read-only".into());
         let drops = security["capabilities"]["drop"].as_array().unwrap();
         assert!(
             drops.iter().any(|d| d == "ALL"),
-            "the Deployment drops all capabilities"
+            "{}: drop ALL",
+            self.manifest
         );
         args.push("--cap-drop=all".into());
-        if security["allowPrivilegeEscalation"] == false {
-            args.extend(["--security-opt".into(), "no-new-privileges".into()]);
-        }
+        assert_eq!(
+            security["allowPrivilegeEscalation"], false,
+            "{}",
+            self.manifest
+        );
+        args.extend(["--security-opt".into(), "no-new-privileges".into()]);
         // No --user: the image's USER must be what the Deployment's runAsUser expects (checked
-        // in the test), as with `runAsNonRoot`.
+        // in the tests), as with `runAsNonRoot`.
         args.extend([
             "-v".into(),
             format!("{}:{}:ro", tokens.display(), self.token_mount),
             "-v".into(),
             format!("{}:{}:ro", ca.display(), self.ca_file),
-            "--tmpfs".into(),
-            format!("{}:rw,size=1m,mode=1777", self.heartbeat_mount()),
         ]);
+        // The memory-backed emptyDir (the heartbeat), if the manifest has one.
+        if let Some(path) =
+            DeploymentRun::mount_of(&self.spec, |v| v["emptyDir"]["medium"] == "Memory")
+        {
+            args.extend(["--tmpfs".into(), format!("{path}:rw,size=1m,mode=1777")]);
+        }
         let mut env = self.env.clone();
-        env.insert("POD_NAME".into(), pod_name.into());
-        env.insert("SATMQTT_HOST".into(), "localhost".into());
-        env.insert("SATMQTT_PORT".into(), port.to_string());
+        for name in &self.pod_name_vars {
+            env.insert(name.clone(), pod_name.into());
+        }
+        let mut set = |names: &[&str], value: String| {
+            let name = names
+                .iter()
+                .find(|n| env.contains_key(**n))
+                .unwrap_or_else(|| panic!("{}: none of {names:?} is set", self.manifest));
+            env.insert((*name).to_owned(), value);
+        };
+        set(HOST_VARS, "localhost".into());
+        set(PORT_VARS, port.to_string());
         for (name, value) in extra_env {
             env.insert((*name).into(), (*value).into());
         }
@@ -475,7 +517,7 @@ impl DeploymentRun {
 
     /// The liveness probe's command with `--max-age-s` set to `max_age_s`.
     fn probe_with_max_age(&self, max_age_s: u32) -> Vec<String> {
-        let mut probe = self.probe.clone();
+        let mut probe = self.probe();
         let at = probe.iter().position(|a| a == "--max-age-s").unwrap() + 1;
         probe[at] = max_age_s.to_string();
         probe
@@ -562,6 +604,67 @@ fn process_ids(pod: &Container) -> (String, String) {
     (field("Uid:"), field("Gid:"))
 }
 
+/// `podman stop` with the manifest's grace period, as the kubelet stops a pod: asserts the
+/// container drained (everything it sent acknowledged, the subscriber has every counter from 0
+/// once), sent DISCONNECT and exited 0 inside the grace period. Returns how many it sent.
+#[track_caller]
+fn stop_like_the_kubelet(
+    engine: &Engine,
+    host: &Host,
+    pod: &Container,
+    pod_name: &str,
+    deployment: &DeploymentRun,
+) -> u64 {
+    let disconnects_before = received_disconnect(&host.broker.events(), pod_name);
+    let grace = deployment.grace.as_secs().to_string();
+    let started = Instant::now();
+    let stop = run(podman_command(engine).args(["stop", "--time", &grace, &pod.name]));
+    let took = started.elapsed();
+    assert!(stop.status.success(), "podman stop: {}", text(&stop.stderr));
+    assert!(
+        took < deployment.grace,
+        "stopping took {took:?}, grace {:?}\n{}",
+        deployment.grace,
+        pod.describe()
+    );
+    assert_eq!(
+        pod.inspect("{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        pod.describe()
+    );
+    wait_log(host, pod, "DISCONNECT at the stop", |log| {
+        received_disconnect(log, pod_name) > disconnects_before
+    });
+
+    // Drained: everything sent was acknowledged, and the subscriber has every counter once.
+    let messages = pod.messages();
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    // A JSON line's `msg`, or a text line (`<ts> INFO  [<id>] stopped by signal: ...`).
+    let last = match last.find("stopped by signal: sent ") {
+        Some(at) => last[at..].to_owned(),
+        None => panic!("last line: {last}\n{}", pod.describe()),
+    };
+    let field = |name: &str| -> u64 {
+        let rest = &last[last.find(&format!("{name} ")).unwrap() + name.len() + 1..];
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let (sent, acked) = (field("sent"), field("acknowledged"));
+    assert_eq!(sent, acked, "{last}");
+    let payloads = host.subscriber.sync(SYNC_TIMEOUT);
+    Sequence::parse(PREFIX, &payloads).assert_contiguous(0, sent);
+    sent
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -594,7 +697,7 @@ fn the_offline_image_has_the_final_layout_of_deploy_dockerfile() {
         stage.user
     );
     // The Deployment's runAsUser/runAsGroup are the image's user.
-    let spec = deployment_pod_spec();
+    let spec = deployment_pod_spec(DEPLOYMENT);
     let security = &spec["securityContext"];
     assert_eq!(
         format!("{}:{}", security["runAsUser"], security["runAsGroup"]),
@@ -684,7 +787,7 @@ fn the_offline_image_has_the_final_layout_of_deploy_dockerfile() {
 fn the_image_runs_as_the_deployment_runs_it_rotates_and_stops_cleanly() {
     let engine = podman();
     let built = TestImage::build(&engine);
-    let deployment = DeploymentRun::read();
+    let deployment = DeploymentRun::read(DEPLOYMENT);
     let host = Host::new();
     let pod_name = format!("mqtt-client-{}-{}", random_hex(10), random_hex(5));
     let args = deployment.podman_args(
@@ -716,11 +819,11 @@ fn the_image_runs_as_the_deployment_runs_it_rotates_and_stops_cleanly() {
     wait_received(&host, &pod, 20);
 
     // The manifest's liveness probe, exactly, inside the container.
-    let probe = pod.exec(&deployment.probe);
+    let probe = pod.exec(&deployment.probe());
     assert!(
         probe.status.success(),
         "liveness probe {:?} failed: {}{}\n{}",
-        deployment.probe,
+        deployment.probe(),
         text(&probe.stdout),
         text(&probe.stderr),
         pod.describe()
@@ -747,54 +850,16 @@ fn the_image_runs_as_the_deployment_runs_it_rotates_and_stops_cleanly() {
     );
 
     // `kubectl delete pod`: SIGTERM, the grace period, then SIGKILL.
-    let grace = deployment.grace.as_secs().to_string();
-    let started = Instant::now();
-    let stop = run(podman_command(&engine).args(["stop", "--time", &grace, &pod.name]));
-    let took = started.elapsed();
-    assert!(stop.status.success(), "podman stop: {}", text(&stop.stderr));
-    assert!(
-        took < deployment.grace,
-        "stopping took {took:?}, grace {:?}\n{}",
-        deployment.grace,
-        pod.describe()
-    );
+    let sent = stop_like_the_kubelet(&engine, &host, &pod, &pod_name, &deployment);
     assert_eq!(
-        pod.inspect("{{.State.ExitCode}}"),
-        "0",
-        "{}",
-        pod.describe()
+        received_disconnect(&host.broker.events(), &pod_name),
+        2,
+        "one DISCONNECT at the rotation, one at the stop\n{}",
+        host.broker.log()
     );
-    wait_log(&host, &pod, "DISCONNECT at the stop", |log| {
-        received_disconnect(log, &pod_name) >= 2
-    });
     let connects = host.broker.events().connects(&pod_name).len();
     assert_eq!(connects, 2, "one session per token\n{}", host.broker.log());
-
-    // Drained: everything sent was acknowledged, and the subscriber has every counter once.
-    let messages = pod.messages();
-    let last = messages
-        .iter()
-        .rev()
-        .find(|m| !m.is_empty())
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        last.starts_with("stopped by signal: sent "),
-        "last line: {last}\n{}",
-        pod.describe()
-    );
-    let field = |name: &str| -> u64 {
-        let rest = &last[last.find(&format!("{name} ")).unwrap() + name.len() + 1..];
-        rest.chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
-    let (sent, acked) = (field("sent"), field("acknowledged"));
-    assert_eq!(sent, acked, "{last}");
-    let payloads = host.subscriber.sync(SYNC_TIMEOUT);
-    Sequence::parse(PREFIX, &payloads).assert_contiguous(0, sent);
+    assert!(sent >= 40, "sent {sent}");
 
     let logs = pod.logs();
     assert_no_token_leak("the container's log", &logs, &host.token);
@@ -808,7 +873,7 @@ fn the_liveness_probe_in_the_container_fails_after_the_broker_is_gone_long_enoug
     const MAX_AGE_S: u32 = 3;
     let engine = podman();
     let built = TestImage::build(&engine);
-    let deployment = DeploymentRun::read();
+    let deployment = DeploymentRun::read(DEPLOYMENT);
     let mut host = Host::new();
     let pod_name = format!("mqtt-client-{}-{}", random_hex(10), random_hex(5));
     let args = deployment.podman_args(
@@ -864,7 +929,7 @@ fn the_liveness_probe_in_the_container_fails_after_the_broker_is_gone_long_enoug
     );
     // The manifest's own limit (120 s) is still met: only the small limit fails.
     assert!(
-        pod.exec(&deployment.probe).status.success(),
+        pod.exec(&deployment.probe()).status.success(),
         "{}",
         pod.describe()
     );
@@ -915,4 +980,37 @@ fn the_image_ca_bundle_is_the_trust_store_without_a_ca_file() {
     assert!(logs.contains("system trust store"), "{logs}");
     assert!(!logs.contains("no usable certificate"), "{logs}");
     assert!(host.broker.events().connects("image-ca").is_empty());
+}
+
+/// deploy/examples/aio-sdk-env.yaml (Azure IoT Operations SDK variables only: `AIO_*`, the client
+/// id from `AIO_MQTT_CLIENT_ID` = the pod's name) runs from the same image: it publishes under the
+/// pod's name over TLS with the mounted CA, and stops cleanly.
+#[test]
+fn the_aio_sdk_variant_of_the_deployment_runs_from_the_same_image() {
+    let engine = podman();
+    let built = TestImage::build(&engine);
+    let deployment = DeploymentRun::read(AIO_DEPLOYMENT);
+    assert!(
+        deployment.env.keys().all(|k| k.starts_with("AIO_")),
+        "{:?}",
+        deployment.env
+    );
+    let host = Host::new();
+    let pod_name = format!("mqtt-client-aio-env-{}-{}", random_hex(10), random_hex(5));
+    let args = deployment.podman_args(
+        &pod_name,
+        host.tokens.dir(),
+        &host.pki.ca_file(),
+        host.tls_port(),
+        &[("SATMQTT_INTERVAL_MS", "20")],
+    );
+    let pod = Container::start(&engine, &args, &built, &[]);
+    wait_log(&host, &pod, "a connection as the pod", |log| {
+        !log.connects(&pod_name).is_empty()
+    });
+    wait_received(&host, &pod, 20);
+    let sent = stop_like_the_kubelet(&engine, &host, &pod, &pod_name, &deployment);
+    assert!(sent >= 20, "sent {sent}");
+    assert_eq!(host.broker.events().connects(&pod_name).len(), 1);
+    assert_no_token_leak("the container's log", &pod.logs(), &host.token);
 }
