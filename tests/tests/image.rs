@@ -12,6 +12,7 @@
 //!   manifest's liveness probe through `podman exec`, and on `podman stop` with the manifest's
 //!   grace period drains, sends DISCONNECT and exits 0 inside the grace period;
 //! - the same probe turns unhealthy once the broker has been gone long enough;
+//! - deploy/examples/aio-sdk-env.yaml (`AIO_*` variables only) runs from the same image;
 //! - the CA bundle in the image is the trust store for `--tls` without `--ca-file`.
 //!
 //! Needs root, podman and runc (`apt-get install -y podman runc`), mosquitto, and python3 with
