@@ -46,6 +46,7 @@ pub mod broker;
 pub mod fake_broker;
 pub mod mqtt;
 pub mod plugin;
+pub mod image;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;

@@ -78,6 +78,20 @@ pub const K8S_SAT_PLUGIN: &[Tool] = &[
     },
 ];
 
+/// The container engine for `cargo xtask image` and tests/tests/image.rs: podman, and runc
+/// (Debian's podman defaults to crun, which refuses hybrid cgroup hierarchies; the test runs
+/// containers with `--runtime runc`).
+pub const PODMAN: &[Tool] = &[
+    Tool {
+        program: "podman",
+        package: "podman",
+    },
+    Tool {
+        program: "runc",
+        package: "runc",
+    },
+];
+
 /// Python and pip, for `kubernetes-validate`.
 pub const PYTHON: &[Tool] = &[
     Tool {

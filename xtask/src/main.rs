@@ -6,6 +6,7 @@
 //!   allocator.
 //! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
 //! - `bench` — satmqtt against the wire limit and its peers; docs/benchmarks.md, docs/bench.svg.
+//! - `image` — the container image, built offline with podman or docker.
 //!
 //! Commands that need mosquitto install it with apt when run as root, and otherwise print the
 //! command to run.
@@ -13,6 +14,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod image;
 mod install;
 mod nostd;
 mod pipeline;
@@ -32,6 +34,8 @@ commands:
           writes docs/benchmarks.md and docs/bench.svg (about 5 minutes); extra arguments go
           to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5; --only TLS runs just
           the matching throughput rows and leaves the docs alone)
+  image   the container image (FROM scratch, static binary, CA bundle, user 65532), built offline
+          with podman or docker; --tag NAME (default docker.io/satmqtt/pod-publisher:0.1.0)
   help    this text";
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         ["nostd"] => nostd::run(),
         ["size"] => size::run(),
         ["bench", ref extra @ ..] => bench::run(extra),
+        ["image", ref extra @ ..] => image::run(extra),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -27,6 +27,8 @@ pub fn run() -> Result<(), String> {
     install::ensure(install::MOSQUITTO)?;
     install::ensure(install::TEST_TOOLS)?;
     install::ensure(install::K8S_SAT_PLUGIN)?;
+    // tests/tests/image.rs builds and runs the container image with them.
+    install::ensure(install::PODMAN)?;
     // tests/tests/deploy.rs validates deploy/ with it.
     install::ensure_kubernetes_validate()?;
 
