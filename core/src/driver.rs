@@ -228,6 +228,8 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     stack_error: Option<S::Error>,
     /// A closed connection's DISCONNECT may wait for a full socket until then.
     closing_deadline: Option<u64>,
+    /// The transmit buffer holds a token (CONNECT or AUTH) up to here until it is zeroed.
+    secret_end: usize,
 }
 
 impl<'c, 'b, S, C, T> Driver<'c, 'b, S, C, T>
@@ -304,6 +306,7 @@ where
             events: Deque::new(),
             stack_error: None,
             closing_deadline: None,
+            secret_end: 0,
         })
     }
 
@@ -496,6 +499,7 @@ where
         })?;
         self.tx_start = 0;
         self.tx_end = len;
+        self.secret_end = len;
         self.rx_len = 0;
         self.conn = Some(conn);
         self.phase = Phase::Live;
@@ -611,6 +615,7 @@ where
             }
         }
         if self.tx_start == self.tx_end {
+            self.zero_sent_token();
             self.tx_start = 0;
             self.tx_end = 0;
             if let Some(conn) = self.conn.as_mut() {
@@ -736,6 +741,7 @@ where
                 match conn.reauthenticate(data, id.exp, free, now) {
                     Ok(n) => {
                         self.tx_end += n;
+                        self.secret_end = self.tx_end;
                         self.offered = Some(id);
                     }
                     // The transmit buffer is busy: try again on the next poll.
@@ -843,6 +849,7 @@ where
     fn ended(&mut self, now: u64, why: End, disconnect_sent: bool, progress: bool) {
         self.phase = Phase::Idle;
         self.closing_deadline = None;
+        self.zero_sent_token();
         self.rx_len = 0;
         self.tx_start = 0;
         self.tx_end = 0;
@@ -888,6 +895,12 @@ where
             // A failed close leaves nothing to retry: the socket is gone either way.
             let _ = self.stack.close(socket);
         }
+    }
+
+    /// A CONNECT or AUTH sent (or abandoned) still holds the token in the transmit buffer.
+    fn zero_sent_token(&mut self) {
+        let end = core::mem::take(&mut self.secret_end).min(self.bufs.tx.len());
+        self.bufs.tx[..end].fill(0);
     }
 
     fn zero_token(&mut self, len: usize) {
