@@ -1188,3 +1188,45 @@ fn a_broker_that_twice_says_our_packets_are_wrong_is_a_driver_error_not_a_retry_
     assert_eq!(t.connects(), 2);
     t.assert_all_closed();
 }
+
+#[test]
+fn token_bytes_do_not_linger_in_the_transmit_buffer_once_sent() {
+    const SECRET: &[u8] = b"SECRET-TOKEN-LONGER-THAN-A-FEW-PUBLISHES-0123456789";
+    const SECRET2: &[u8] = b"SECRET-TOKEN-LONGER-THAN-A-FEW-PUBLISHES-abcdefghij";
+    let mut mem = Mem::new();
+    {
+        let mut t = T::new(
+            Config {
+                interval_ms: 100,
+                ..cfg(Auth::K8sSat, 4)
+            },
+            SECRET,
+            &mut mem,
+        );
+        t.run(50, 100, |t| t.d.progress().acked_next >= 2);
+        t.tokens.rotate(SECRET2, None);
+        let s = t.run(50, 100, |_| false);
+        assert!(matches!(s, Status::Finished(p) if p.reauths == 1));
+    }
+    for secret in [SECRET, SECRET2] {
+        assert!(
+            !mem.tx.windows(secret.len()).any(|w| w == secret),
+            "a token is still in the transmit buffer"
+        );
+    }
+}
+
+#[test]
+fn a_new_token_is_tried_at_once_after_a_rejected_one() {
+    let mut mem = Mem::new();
+    let mut t = T::new(cfg(Auth::Sat, 2), b"old", &mut mem);
+    t.broker.connack = Some(connack_refused(0x86));
+    t.run(10, 1_000, |t| t.disconnects().len() == 2);
+    assert!(t.disconnects()[1].1 > 0);
+    t.broker.connack = Some(CONNACK_OK.to_vec());
+    t.tokens.rotate(b"new", None);
+    // No time passes: the backoff does not hold back a token it has not seen refused.
+    let s = t.run(20, 0, |_| false);
+    assert!(matches!(s, Status::Finished(_)), "{s:?}");
+    assert_eq!(t.connects(), 3);
+}
