@@ -39,6 +39,12 @@ const EXPIRING_RECHECK_MS: u64 = 1_000;
 /// other work) even when the broker keeps the socket busy.
 const ROUNDS: usize = 16;
 
+/// Events the driver holds between two [`Driver::poll`] calls.
+const EVENTS: usize = 16;
+
+/// Queued events after which a poll stops its rounds: one round adds fewer than the rest.
+const EVENT_ROOM: usize = EVENTS / 2;
+
 /// Longest deferral of a re-authentication the broker answered with AUTH 0x18.
 const REAUTH_RETRY_CAP_MS: u64 = 30_000;
 
@@ -224,7 +230,7 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     reauth_retry_ms: u64,
     rotation_started: Option<u64>,
     stop: bool,
-    events: Deque<Event, 16>,
+    events: Deque<Event, EVENTS>,
     stack_error: Option<S::Error>,
     /// A closed connection's DISCONNECT may wait for a full socket until then.
     closing_deadline: Option<u64>,
@@ -532,6 +538,11 @@ where
             }
             if !moved {
                 break;
+            }
+            if self.events.len() >= EVENT_ROOM {
+                // The caller drains events after each poll; more rounds would push out the
+                // oldest unread ones. Come straight back instead.
+                return Ok(wait_for(0, true, self.tx_start < self.tx_end));
             }
             // More acknowledgements may already be waiting behind those just read.
             read = true;
