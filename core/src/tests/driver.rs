@@ -1230,3 +1230,42 @@ fn a_new_token_is_tried_at_once_after_a_rejected_one() {
     assert!(matches!(s, Status::Finished(_)), "{s:?}");
     assert_eq!(t.connects(), 3);
 }
+
+#[test]
+fn a_busy_poll_loses_no_event_even_when_the_caller_drains_only_after_it() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            window_cap: 1,
+            ..cfg(Auth::Sat, 40)
+        },
+        b"tok",
+        &mut mem,
+    );
+    // The broker's answers are all waiting, one read each: CONNACK, then a PUBACK for every
+    // message as soon as it is written.
+    t.net.borrow_mut().push(CONNACK_OK);
+    for id in 1..=40 {
+        t.net.borrow_mut().push(&puback(id));
+    }
+    t.broker.connack = None;
+    t.broker.ack = false;
+    let s = t.run(50, 0, |_| false);
+    assert!(
+        matches!(s, Status::Finished(p) if p.acked_next == 40),
+        "{s:?}"
+    );
+    let has = |f: fn(&Event) -> bool| t.events.iter().any(f);
+    assert!(has(|e| matches!(e, Event::Connecting { .. })));
+    assert!(has(|e| matches!(e, Event::Connected { .. })));
+    assert!(has(|e| matches!(e, Event::Acked { through: 39 })));
+    assert!(has(|e| matches!(e, Event::Finished { .. })));
+    // Every message's publication was reported.
+    let mut published = Vec::new();
+    for e in &t.events {
+        if let Event::Published { first, last, .. } = e {
+            published.extend(*first..=*last);
+        }
+    }
+    assert_eq!(published, (0..40).collect::<Vec<_>>());
+}
