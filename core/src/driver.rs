@@ -39,6 +39,12 @@ const EXPIRING_RECHECK_MS: u64 = 1_000;
 /// other work) even when the broker keeps the socket busy.
 const ROUNDS: usize = 16;
 
+/// Events the driver holds between two [`Driver::poll`] calls.
+const EVENTS: usize = 16;
+
+/// Queued events after which a poll stops its rounds: one round adds fewer than the rest.
+const EVENT_ROOM: usize = EVENTS / 2;
+
 /// Longest deferral of a re-authentication the broker answered with AUTH 0x18.
 const REAUTH_RETRY_CAP_MS: u64 = 30_000;
 
@@ -224,10 +230,12 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     reauth_retry_ms: u64,
     rotation_started: Option<u64>,
     stop: bool,
-    events: Deque<Event, 16>,
+    events: Deque<Event, EVENTS>,
     stack_error: Option<S::Error>,
     /// A closed connection's DISCONNECT may wait for a full socket until then.
     closing_deadline: Option<u64>,
+    /// The transmit buffer holds a token (CONNECT or AUTH) up to here until it is zeroed.
+    secret_end: usize,
 }
 
 impl<'c, 'b, S, C, T> Driver<'c, 'b, S, C, T>
@@ -304,6 +312,7 @@ where
             events: Deque::new(),
             stack_error: None,
             closing_deadline: None,
+            secret_end: 0,
         })
     }
 
@@ -501,6 +510,7 @@ where
         })?;
         self.tx_start = 0;
         self.tx_end = len;
+        self.secret_end = len;
         self.rx_len = 0;
         self.conn = Some(conn);
         self.phase = Phase::Live;
@@ -533,6 +543,11 @@ where
             }
             if !moved {
                 break;
+            }
+            if self.events.len() >= EVENT_ROOM {
+                // The caller drains events after each poll; more rounds would push out the
+                // oldest unread ones. Come straight back instead.
+                return Ok(wait_for(0, true, self.tx_start < self.tx_end));
             }
             // More acknowledgements may already be waiting behind those just read.
             read = true;
@@ -616,6 +631,7 @@ where
             }
         }
         if self.tx_start == self.tx_end {
+            self.zero_sent_token();
             self.tx_start = 0;
             self.tx_end = 0;
             if let Some(conn) = self.conn.as_mut() {
@@ -741,6 +757,7 @@ where
                 match conn.reauthenticate(data, id.exp, free, now) {
                     Ok(n) => {
                         self.tx_end += n;
+                        self.secret_end = self.tx_end;
                         self.offered = Some(id);
                         // Only now: a busy transmit buffer retries, and must not report the
                         // same token twice.
@@ -851,6 +868,7 @@ where
     fn ended(&mut self, now: u64, why: End, disconnect_sent: bool, progress: bool) {
         self.phase = Phase::Idle;
         self.closing_deadline = None;
+        self.zero_sent_token();
         self.rx_len = 0;
         self.tx_start = 0;
         self.tx_end = 0;
@@ -896,6 +914,12 @@ where
             // A failed close leaves nothing to retry: the socket is gone either way.
             let _ = self.stack.close(socket);
         }
+    }
+
+    /// A CONNECT or AUTH sent (or abandoned) still holds the token in the transmit buffer.
+    fn zero_sent_token(&mut self) {
+        let end = core::mem::take(&mut self.secret_end).min(self.bufs.tx.len());
+        self.bufs.tx[..end].fill(0);
     }
 
     fn zero_token(&mut self, len: usize) {

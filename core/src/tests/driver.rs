@@ -1188,3 +1188,84 @@ fn a_broker_that_twice_says_our_packets_are_wrong_is_a_driver_error_not_a_retry_
     assert_eq!(t.connects(), 2);
     t.assert_all_closed();
 }
+
+#[test]
+fn token_bytes_do_not_linger_in_the_transmit_buffer_once_sent() {
+    const SECRET: &[u8] = b"SECRET-TOKEN-LONGER-THAN-A-FEW-PUBLISHES-0123456789";
+    const SECRET2: &[u8] = b"SECRET-TOKEN-LONGER-THAN-A-FEW-PUBLISHES-abcdefghij";
+    let mut mem = Mem::new();
+    {
+        let mut t = T::new(
+            Config {
+                interval_ms: 100,
+                ..cfg(Auth::K8sSat, 4)
+            },
+            SECRET,
+            &mut mem,
+        );
+        t.run(50, 100, |t| t.d.progress().acked_next >= 2);
+        t.tokens.rotate(SECRET2, None);
+        let s = t.run(50, 100, |_| false);
+        assert!(matches!(s, Status::Finished(p) if p.reauths == 1));
+    }
+    for secret in [SECRET, SECRET2] {
+        assert!(
+            !mem.tx.windows(secret.len()).any(|w| w == secret),
+            "a token is still in the transmit buffer"
+        );
+    }
+}
+
+#[test]
+fn a_new_token_is_tried_at_once_after_a_rejected_one() {
+    let mut mem = Mem::new();
+    let mut t = T::new(cfg(Auth::Sat, 2), b"old", &mut mem);
+    t.broker.connack = Some(connack_refused(0x86));
+    t.run(10, 1_000, |t| t.disconnects().len() == 2);
+    assert!(t.disconnects()[1].1 > 0);
+    t.broker.connack = Some(CONNACK_OK.to_vec());
+    t.tokens.rotate(b"new", None);
+    // No time passes: the backoff does not hold back a token it has not seen refused.
+    let s = t.run(20, 0, |_| false);
+    assert!(matches!(s, Status::Finished(_)), "{s:?}");
+    assert_eq!(t.connects(), 3);
+}
+
+#[test]
+fn a_busy_poll_loses_no_event_even_when_the_caller_drains_only_after_it() {
+    let mut mem = Mem::new();
+    let mut t = T::new(
+        Config {
+            window_cap: 1,
+            ..cfg(Auth::Sat, 40)
+        },
+        b"tok",
+        &mut mem,
+    );
+    // The broker's answers are all waiting, one read each: CONNACK, then a PUBACK for every
+    // message as soon as it is written.
+    t.net.borrow_mut().push(CONNACK_OK);
+    for id in 1..=40 {
+        t.net.borrow_mut().push(&puback(id));
+    }
+    t.broker.connack = None;
+    t.broker.ack = false;
+    let s = t.run(50, 0, |_| false);
+    assert!(
+        matches!(s, Status::Finished(p) if p.acked_next == 40),
+        "{s:?}"
+    );
+    let has = |f: fn(&Event) -> bool| t.events.iter().any(f);
+    assert!(has(|e| matches!(e, Event::Connecting { .. })));
+    assert!(has(|e| matches!(e, Event::Connected { .. })));
+    assert!(has(|e| matches!(e, Event::Acked { through: 39 })));
+    assert!(has(|e| matches!(e, Event::Finished { .. })));
+    // Every message's publication was reported.
+    let mut published = Vec::new();
+    for e in &t.events {
+        if let Event::Published { first, last, .. } = e {
+            published.extend(*first..=*last);
+        }
+    }
+    assert_eq!(published, (0..40).collect::<Vec<_>>());
+}

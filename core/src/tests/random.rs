@@ -354,6 +354,12 @@ fn walk(seed: u64) {
         token.iter().all(|&x| x == 0),
         "seed {seed}: token left in its buffer"
     );
+    for t in TOKENS {
+        assert!(
+            !tx.windows(t.len()).any(|w| w == t),
+            "seed {seed}: a token left in the transmit buffer"
+        );
+    }
     // A stop that ended a connection ended it with DISCONNECT, written whole.
     let net = net.borrow();
     if let Some(Event::Disconnected {
