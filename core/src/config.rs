@@ -380,7 +380,8 @@ mod tests {
     #[test]
     fn each_invalid_setting_names_its_field_and_limit() {
         let long = "x".repeat(200);
-        let cases: [(fn(&mut Config<'static>), Field, &str); 8] = [
+        type Case = (fn(&mut Config<'static>), Field, &'static str);
+        let cases: [Case; 8] = [
             (|c| c.client_id = "a\u{1}b", Field::ClientId, "byte 1"),
             (|c| c.topic = "a/#", Field::Topic, "byte 2"),
             (|c| c.topic = "", Field::Topic, "1 to 65535"),
@@ -404,7 +405,7 @@ mod tests {
         for (change, field, words) in cases {
             let mut c = Config::default();
             change(&mut c);
-            let e = c.validate().unwrap_err();
+            let e = c.validate().expect_err("invalid");
             assert_eq!(e.field(), field, "{e}");
             assert!(std::format!("{e}").contains(words), "{e}");
         }
@@ -412,16 +413,18 @@ mod tests {
         let long: &'static str = std::boxed::Box::leak(long.into_boxed_str());
         c.client_id = long;
         assert_eq!(
-            std::format!("{}", c.validate().unwrap_err()),
+            std::format!("{}", c.validate().expect_err("too long")),
             "client id is 200 bytes; at most 64"
         );
     }
 
     #[test]
     fn a_job_may_end_at_the_largest_counter() {
-        let mut c = Config::default();
-        c.start = u64::MAX - 3;
-        c.count = 3;
+        let c = Config {
+            start: u64::MAX - 3,
+            count: 3,
+            ..Config::default()
+        };
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -156,10 +156,20 @@ pub enum DriverError {
         /// Bytes given.
         have: usize,
     },
-    /// The broker cannot take this job (Maximum Packet Size, Maximum QoS).
-    Broker(End),
-    /// The broker said twice in a row that a packet of ours was wrong.
-    Rejected(End),
+    /// One PUBLISH of this job is larger than the broker's Maximum Packet Size.
+    PublishTooLarge {
+        /// Bytes of the largest PUBLISH.
+        len: usize,
+        /// The broker's limit.
+        max: u32,
+    },
+    /// The broker's Maximum QoS is 0 and the job publishes at QoS 1.
+    QosNotSupported,
+    /// The broker said twice in a row that a packet of ours was wrong (its reason code).
+    Rejected {
+        /// The DISCONNECT or CONNACK reason code.
+        reason: u8,
+    },
 }
 
 impl fmt::Display for DriverError {
@@ -174,11 +184,21 @@ impl fmt::Display for DriverError {
                 f,
                 "the {which} buffer is {have} bytes; this configuration needs {needed}"
             ),
-            DriverError::Broker(end) => write!(f, "{end}"),
-            DriverError::Rejected(end) => write!(
+            DriverError::PublishTooLarge { len, max } => write!(
                 f,
-                "{end}, twice in a row: the broker refuses what this configuration sends \
-                 (check the topic, client id and payload prefix against its rules)"
+                "{}",
+                End::PublishTooLarge {
+                    len: *len,
+                    max: *max
+                }
+            ),
+            DriverError::QosNotSupported => write!(f, "{}", End::QosNotSupported),
+            DriverError::Rejected { reason } => write!(
+                f,
+                "the broker answered 0x{reason:02x} {}, twice in a row: it refuses what this \
+                 configuration sends (check the topic, client id and payload prefix against its \
+                 rules)",
+                crate::wire::reason_name(*reason)
             ),
         }
     }
@@ -850,13 +870,17 @@ where
             self.rotation_started.get_or_insert(now);
         }
         self.ended(now, why.clone(), disconnect_sent, conn.made_progress());
-        if why.is_fatal() {
-            return Err(DriverError::Broker(why));
+        match why {
+            End::PublishTooLarge { len, max } => {
+                return Err(DriverError::PublishTooLarge { len, max })
+            }
+            End::QosNotSupported => return Err(DriverError::QosNotSupported),
+            _ => {}
         }
-        if why.blames_us() {
+        if let Some(reason) = why.blames_us() {
             self.blamed += 1;
             if self.blamed >= 2 {
-                return Err(DriverError::Rejected(why));
+                return Err(DriverError::Rejected { reason });
             }
         } else if conn.made_progress() {
             self.blamed = 0;

@@ -202,13 +202,15 @@ impl End {
 
     /// Whether the broker says a packet of ours was wrong (0x81 malformed, 0x82 protocol
     /// error, 0x93 receive maximum exceeded, 0x95 too large, 0x99 payload format): a second one
-    /// in a row is a configuration error, not a reason to retry forever.
-    pub fn blames_us(&self) -> bool {
+    /// in a row is a configuration error, not a reason to retry forever. Gives the reason code.
+    pub fn blames_us(&self) -> Option<u8> {
         match self {
-            End::ServerDisconnect { reason, .. } | End::Refused(reason) => {
-                matches!(reason, 0x81 | 0x82 | 0x93 | 0x95 | 0x99)
+            End::ServerDisconnect { reason, .. } | End::Refused(reason)
+                if matches!(reason, 0x81 | 0x82 | 0x93 | 0x95 | 0x99) =>
+            {
+                Some(*reason)
             }
-            _ => false,
+            _ => None,
         }
     }
 }

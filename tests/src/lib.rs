@@ -44,9 +44,9 @@
 pub mod bed;
 pub mod broker;
 pub mod fake_broker;
+pub mod image;
 pub mod mqtt;
 pub mod plugin;
-pub mod image;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;

@@ -481,12 +481,42 @@ mod tests {
     }
 
     /// A connected client socket and the server side of the same connection.
+    trait AcceptConnecting {
+        fn accept_connecting(
+            &self,
+            stack: &mut StdStack,
+            socket: &mut StdSocket,
+            addr: SocketAddr,
+        ) -> (TcpStream, SocketAddr);
+    }
+
+    impl AcceptConnecting for TcpListener {
+        /// Drives the non-blocking connect to completion (bounded), then accepts it.
+        fn accept_connecting(
+            &self,
+            stack: &mut StdStack,
+            socket: &mut StdSocket,
+            addr: SocketAddr,
+        ) -> (TcpStream, SocketAddr) {
+            let started = Instant::now();
+            loop {
+                match stack.connect(socket, addr) {
+                    Ok(()) => break,
+                    Err(nb::Error::WouldBlock) if started.elapsed() < PATIENCE => {
+                        let _ = wait_socket(Some(&*socket), Duration::from_millis(50), true, None);
+                    }
+                    Err(e) => panic!("connect: {e:?}"),
+                }
+            }
+            self.accept().expect("accept")
+        }
+    }
+
     fn connected() -> (StdStack, StdSocket, TcpStream) {
         let (listener, addr) = listener();
         let mut stack = StdStack::default();
         let mut socket = stack.socket().expect("socket");
-        stack.connect(&mut socket, addr).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
+        let (server, _) = listener.accept_connecting(&mut stack, &mut socket, addr);
         (stack, socket, server)
     }
 
@@ -529,7 +559,7 @@ mod tests {
 
     #[test]
     fn new_socket_is_not_connected() {
-        let mut stack = StdStack::new(Duration::from_secs(1));
+        let mut stack = StdStack::new();
         let socket = stack.socket().expect("socket");
         assert!(!socket.is_connected());
         assert!(socket.as_fd().is_none());

@@ -176,7 +176,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub enum RunError {
     /// The driver refused (configuration, buffers) or gave up (the broker refuses the job).
-    Driver(DriverError),
+    Driver(Box<DriverError>),
     /// Waiting on the socket, or watching the token directory, failed.
     Wait(io::Error),
 }
@@ -232,13 +232,15 @@ where
         token: &mut token,
     };
     let mut driver = Driver::new(cfg, stack, StdClock::new(), source, buffers, seed)
-        .map_err(RunError::Driver)?;
+        .map_err(|e| RunError::Driver(Box::new(e)))?;
     let mut ready = Ready::ALL;
     loop {
         if stop.load(Ordering::SeqCst) {
             driver.stop();
         }
-        let status = driver.poll(ready).map_err(RunError::Driver);
+        let status = driver
+            .poll(ready)
+            .map_err(|e| RunError::Driver(Box::new(e)));
         while let Some(event) = driver.poll_event() {
             report(&mut driver, &event, &mut notify);
         }
