@@ -3,10 +3,10 @@
 //! re-reading the token before every connection.
 
 mod heartbeat;
-mod logger;
 mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use log::{debug, error, info, trace, warn};
 use satmqtt::embedded_nal::TcpClientStack;
-use satmqtt::{BackoffConfig, Config, End, Event, Progress, Publisher, Qos};
+use satmqtt::{Config, End, Event, Progress, Publisher};
+use satmqtt_cli::{check, JobArgs, LogArgs, EXIT_CONFIG};
 use satmqtt_std::{
     wait_readable, LastError, Note, Outcome, RunOptions, StdClock, StdStack, TlsConfig, TlsStack,
     TokenFile, Waitable,
 };
-
-/// Exit code for a configuration or token problem found at start-up.
-const EXIT_CONFIG: u8 = 2;
 
 /// Longest delay between two attempts to resolve the broker's host name.
 const DNS_RETRY_CAP: Duration = Duration::from_secs(30);
@@ -32,10 +30,10 @@ const DNS_RETRY_CAP: Duration = Duration::from_secs(30);
 #[command(version, about)]
 struct Args {
     /// Broker host name or IP address.
-    #[arg(long, env = "SATMQTT_HOST", default_value = "localhost")]
+    #[arg(long, env = "SATMQTT_HOST", default_value = "localhost", value_parser = check::host)]
     host: String,
     /// Broker TCP port [default: 1883, or 8883 with --tls].
-    #[arg(long, env = "SATMQTT_PORT")]
+    #[arg(long, env = "SATMQTT_PORT", value_parser = check::port)]
     port: Option<u16>,
     /// Connect with TLS 1.2/1.3.
     #[arg(long, env = "SATMQTT_TLS", value_parser = clap::builder::BoolishValueParser::new())]
@@ -43,60 +41,26 @@ struct Args {
     /// PEM bundle of the CA certificate(s) the broker's certificate must chain to (with --tls)
     /// [default: the system trust store].
     #[arg(long, env = "SATMQTT_CA_FILE")]
-    ca_file: Option<std::path::PathBuf>,
+    ca_file: Option<PathBuf>,
     /// Name checked against the broker's certificate and sent as SNI (with --tls)
     /// [default: --host].
     #[arg(long, env = "SATMQTT_SERVER_NAME")]
     server_name: Option<String>,
     /// Client certificate (PEM) for mutual TLS; needs --client-key.
     #[arg(long, env = "SATMQTT_CLIENT_CERT")]
-    client_cert: Option<std::path::PathBuf>,
+    client_cert: Option<PathBuf>,
     /// Private key (PEM) of --client-cert.
     #[arg(long, env = "SATMQTT_CLIENT_KEY")]
-    client_key: Option<std::path::PathBuf>,
-    /// MQTT client id [default: $POD_NAME, then $HOSTNAME, then "sampleid"].
-    #[arg(long, env = "SATMQTT_CLIENT_ID")]
-    client_id: Option<String>,
-    /// Topic to publish to.
-    #[arg(long, env = "SATMQTT_TOPIC", default_value = "sampletopic")]
-    topic: String,
-    /// Payload prefix; the counter follows in decimal.
-    #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
-    payload_prefix: String,
+    client_key: Option<PathBuf>,
     /// Service-account token file (the projected volume path), re-read before every connect.
     #[arg(
         long,
         env = "SATMQTT_TOKEN_FILE",
         default_value = "/var/run/secrets/tokens/mqtt-client-token"
     )]
-    token_file: std::path::PathBuf,
-    /// QoS of every publish: 0 or 1.
-    #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    qos: u8,
-    /// Milliseconds between publishes; 0 = as fast as the connection allows.
-    #[arg(long, env = "SATMQTT_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
-    /// Messages to publish, then disconnect and exit 0; 0 = forever.
-    #[arg(long, env = "SATMQTT_COUNT", default_value_t = 0)]
-    count: u64,
-    /// First counter value.
-    #[arg(long, env = "SATMQTT_START", default_value_t = 0)]
-    start: u64,
-    /// MQTT keepalive in seconds.
-    #[arg(long, env = "SATMQTT_KEEPALIVE_S", default_value_t = 60)]
-    keepalive_s: u16,
-    /// Longest wait for TCP connect plus CONNACK, in milliseconds.
-    #[arg(long, env = "SATMQTT_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
-    connect_timeout_ms: u64,
-    /// Longest wait for QoS 1 acknowledgements when stopping, in milliseconds.
-    #[arg(long, env = "SATMQTT_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
-    drain_timeout_ms: u64,
-    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
-    #[arg(long, env = "SATMQTT_BACKOFF_FLOOR_MS", default_value_t = 100)]
-    backoff_floor_ms: u64,
-    /// Longest reconnect delay in milliseconds.
-    #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
-    backoff_cap_ms: u64,
+    token_file: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// Rotate to a new token this many seconds before the current one's `exp`.
     #[arg(long, env = "SATMQTT_EXPIRY_MARGIN_S", default_value_t = 60)]
     expiry_margin_s: u64,
@@ -106,20 +70,16 @@ struct Args {
     /// Seconds between rate summaries at info level; 0 = none.
     #[arg(long, env = "SATMQTT_STATS_INTERVAL_S", default_value_t = 30)]
     stats_interval_s: u64,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "SATMQTT_LOG", default_value = "info")]
-    log_level: log::LevelFilter,
-    /// Log format: text (for people) or json (one object per line: ts, level, client_id, msg).
-    #[arg(long, env = "SATMQTT_LOG_FORMAT", value_enum, default_value_t = logger::Format::Text)]
-    log_format: logger::Format,
+    #[command(flatten)]
+    log: LogArgs,
     /// File refreshed (at most once a second) while the publisher makes progress or retries,
     /// for a liveness probe; put it on a writable volume such as an emptyDir.
     #[arg(long, env = "SATMQTT_HEARTBEAT_FILE")]
-    heartbeat_file: Option<std::path::PathBuf>,
+    heartbeat_file: Option<PathBuf>,
     /// Probe mode: exit 0 if FILE (a --heartbeat-file) was refreshed within --max-age-s, else
     /// 1; publishes nothing. For an exec liveness probe (no shell needed).
     #[arg(long, value_name = "FILE")]
-    check_heartbeat: Option<std::path::PathBuf>,
+    check_heartbeat: Option<PathBuf>,
     /// With --check-heartbeat: the oldest heartbeat still alive, in seconds.
     #[arg(long, default_value_t = 120, requires = "check_heartbeat")]
     max_age_s: u64,
@@ -138,49 +98,36 @@ impl Args {
         }
     }
 
-    fn client_id(&self) -> String {
-        self.client_id
-            .clone()
-            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "sampleid".to_owned())
+    /// The port, defaulting by `--tls`.
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 8883 } else { 1883 })
     }
 }
 
 fn main() -> ExitCode {
-    let (mut args, matches) = settings::parse();
+    let settings = settings::parse();
+    let args = &settings.args;
     if let Some(file) = &args.check_heartbeat {
         return heartbeat::check(file, args.max_age_s);
     }
-    // Flags and SATMQTT_* are clap's; the AIO_* layer goes under them.
-    let origins = settings::resolve(
-        &mut args,
-        &|id| settings::Given::from_matches(&matches, id),
-        &|name| std::env::var(name).ok(),
-    );
-    let client_id = args.client_id();
-    logger::init(args.log_level, &client_id, args.log_format);
-    match origins {
-        Ok(origins) => {
-            info!("configuration: {}", origins.describe(&args));
-            for warning in &origins.warnings {
-                warn!("{warning}");
-            }
-        }
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    args.log.init(&args.job.client_id);
+    info!("configuration: {}", settings.describe());
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
+    if let Err(e) = args.job.check() {
+        error!("invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
     }
     let mut heartbeat = None;
     if let Some(path) = &args.heartbeat_file {
         match heartbeat::Heartbeat::start(path) {
             Ok(started) => {
                 let bound = heartbeat::quiet_bound(
-                    args.interval_ms,
-                    args.backoff_cap_ms,
-                    args.connect_timeout_ms,
-                    args.keepalive_s,
+                    args.job.interval_ms,
+                    args.job.backoff_cap_ms,
+                    args.job.connect_timeout_ms,
+                    args.job.keepalive_s,
                 );
                 info!(
                     "heartbeat file {}: refreshed while publishing or retrying, at least every \
@@ -206,19 +153,21 @@ fn main() -> ExitCode {
     }
 
     // A missing or invalid token at start-up is a deployment error: say so and exit.
-    let tokens = TokenFile::new(&args.token_file);
-    let first = match tokens.load() {
-        Ok(token) => token,
+    let tokens = TokenFile::new(&args.token_file).with_hint_report(|path, hints| {
+        for hint in hints {
+            warn!("token file {}: {hint}", path.display());
+        }
+    });
+    let token_len = match tokens.load() {
+        Ok(token) => token.len(),
         Err(e) => {
             error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let token_len = first.len();
-    drop(first);
 
     // TLS files are read before anything waits on the network: a bad path fails at once.
-    let connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    let connect_timeout = Duration::from_millis(args.job.connect_timeout_ms);
     let tls = if args.tls {
         match TlsStack::new(&args.tls_config(), connect_timeout) {
             Ok(stack) => Some(stack),
@@ -233,8 +182,7 @@ fn main() -> ExitCode {
         }
         None
     };
-    let port = args.port.unwrap_or(if args.tls { 8883 } else { 1883 });
-    let Some(broker) = resolve(&args.host, port, &stop, &mut || {
+    let Some(broker) = resolve(&args.host, args.port(), &stop, &mut || {
         if let Some(heartbeat) = &mut heartbeat {
             heartbeat.beat();
         }
@@ -242,42 +190,31 @@ fn main() -> ExitCode {
         info!("stopped before the broker address was known");
         return ExitCode::SUCCESS;
     };
-    let mut config = Config::new(broker);
-    config.client_id = &client_id;
-    config.topic = &args.topic;
-    config.payload_prefix = &args.payload_prefix;
-    config.qos = if args.qos == 0 {
-        Qos::AtMostOnce
-    } else {
-        Qos::AtLeastOnce
+    let config = Config {
+        broker,
+        ..Config::from(&args.job)
     };
-    config.interval_ms = args.interval_ms;
-    config.start = args.start;
-    config.count = args.count;
-    config.keepalive_s = args.keepalive_s;
-    config.connect_timeout_ms = args.connect_timeout_ms;
-    config.drain_timeout_ms = args.drain_timeout_ms;
-    config.backoff = BackoffConfig {
-        floor_ms: args.backoff_floor_ms,
-        cap_ms: args.backoff_cap_ms,
-        ..BackoffConfig::default()
-    };
-
+    let report = Report::new(args, broker, heartbeat);
     match tls {
         Some(stack) => {
             info!("{}", stack.describe());
             let errors = stack.error_handle();
-            drive(stack, config, &args, &tokens, token_len, &stop, errors)
+            drive(
+                stack, config, args, &tokens, token_len, &stop, report, errors,
+            )
         }
         None => {
             let stack = StdStack::new(connect_timeout);
             let errors = stack.error_handle();
-            drive(stack, config, &args, &tokens, token_len, &stop, errors)
+            drive(
+                stack, config, args, &tokens, token_len, &stop, report, errors,
+            )
         }
     }
 }
 
 /// Runs the publisher on `stack` (plain TCP, or TLS) until done or stopped.
+#[allow(clippy::too_many_arguments)]
 fn drive<S>(
     stack: S,
     config: Config<'_>,
@@ -285,6 +222,7 @@ fn drive<S>(
     tokens: &TokenFile,
     token_len: usize,
     stop: &AtomicBool,
+    mut report: Report,
     stack_errors: LastError,
 ) -> ExitCode
 where
@@ -292,30 +230,29 @@ where
     S::TcpSocket: Waitable,
 {
     let broker = config.broker;
-    let mut publisher = match Publisher::new(stack, StdClock::new(), config, seed(config.client_id))
-    {
+    let seed = satmqtt_cli::seed(config.client_id);
+    let mut publisher = match Publisher::new(stack, StdClock::new(), config, seed) {
         Ok(p) => p,
         Err(e) => {
-            error!("invalid configuration: {e:?}");
+            error!(
+                "invalid configuration: {}",
+                satmqtt_cli::config_error_text(&e)
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     info!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
          token file {path} ({token_len} bytes)",
-        prefix = args.payload_prefix,
-        topic = args.topic,
-        qos = args.qos,
-        interval = args.interval_ms,
-        count = if args.count == 0 {
-            "forever".to_owned()
-        } else {
-            format!("{} messages from {}", args.count, args.start)
-        },
+        prefix = args.job.payload_prefix,
+        topic = args.job.topic,
+        qos = args.job.qos,
+        interval = args.job.interval_ms,
+        count = args.job.count_text(),
         path = args.token_file.display(),
     );
 
-    let mut report = Report::new(args, broker, stack_errors);
+    report.stack_errors = Some(stack_errors);
     let options = RunOptions {
         expiry_margin: Duration::from_secs(args.expiry_margin_s),
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
@@ -369,19 +306,6 @@ fn resolve(host: &str, port: u16, stop: &AtomicBool, beat: &mut dyn FnMut()) -> 
     None
 }
 
-/// Jitter seed that differs between replicas and restarts.
-fn seed(client_id: &str) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    client_id
-        .bytes()
-        .fold(now ^ u64::from(std::process::id()), |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
-}
-
 /// Turns the driver's notes into log lines and the periodic rate summary.
 struct Report {
     broker: SocketAddr,
@@ -391,15 +315,16 @@ struct Report {
     sent_at_last_stats: u64,
     sent: u64,
     acked_through: Option<u64>,
+    /// Failed attempts since the last connection that published or had a message acknowledged.
     failures: u32,
     /// The TLS stack's last failure text (the core only reports `Network(kind)`).
-    stack_errors: LastError,
+    stack_errors: Option<LastError>,
     /// Refreshed on every note: each one is progress, or a retry.
     heartbeat: Option<heartbeat::Heartbeat>,
 }
 
 impl Report {
-    fn new(args: &Args, broker: SocketAddr, stack_errors: LastError) -> Self {
+    fn new(args: &Args, broker: SocketAddr, heartbeat: Option<heartbeat::Heartbeat>) -> Self {
         Report {
             broker,
             token_path: args.token_file.display().to_string(),
@@ -410,13 +335,8 @@ impl Report {
             sent: 0,
             acked_through: None,
             failures: 0,
-            stack_errors,
-            // main() has checked the path by writing it once; should it fail now, there is no
-            // heartbeat, which is exactly what the liveness probe will report.
-            heartbeat: args
-                .heartbeat_file
-                .as_deref()
-                .and_then(|path| heartbeat::Heartbeat::start(path).ok()),
+            stack_errors: None,
+            heartbeat,
         }
     }
 
@@ -470,7 +390,6 @@ impl Report {
                 window,
                 ..
             } => {
-                self.failures = 0;
                 info!(
                     "connected to {} (receive maximum {receive_maximum}, QoS 1 window {window})",
                     self.broker
@@ -481,6 +400,7 @@ impl Report {
             }
             Event::Published { n, duplicate } => {
                 self.sent += 1;
+                self.failures = 0;
                 if duplicate {
                     debug!("published {n} again");
                 } else {
@@ -489,6 +409,7 @@ impl Report {
             }
             Event::Acked { through } => {
                 self.acked_through = Some(through);
+                self.failures = 0;
                 trace!("acknowledged through {through}");
             }
             Event::PublishRejected { n, reason } => warn!(
@@ -503,7 +424,7 @@ impl Report {
                 retry_in_ms,
             } => {
                 // Taken on every disconnection, so a stale text never sticks to a later one.
-                let tls = self.stack_errors.take();
+                let tls = self.stack_errors.as_ref().and_then(LastError::take);
                 let tls = tls.map(|e| format!(": {e}")).unwrap_or_default();
                 let sent = if disconnect_sent {
                     ", DISCONNECT sent"

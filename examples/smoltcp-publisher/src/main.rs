@@ -11,27 +11,25 @@
 //! `ip addr add 10.77.0.1/24 dev tap0`, `ip link set tap0 up`); opening it needs
 //! CAP_NET_ADMIN and /dev/net/tun.
 
-use std::fmt::Arguments;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use clap::Parser;
-use satmqtt::{BackoffConfig, Config, End, Event, Publisher, Qos};
+use log::{debug, error, info, warn};
+use satmqtt::{Config, End, Event, Publisher};
+use satmqtt_cli::{check, JobArgs, LogArgs, EXIT_CONFIG};
 use satmqtt_smoltcp::{Millis, Note, Outcome, Platform, SmolStack, TokenUnavailable};
+use satmqtt_std::{Token, TokenFile};
 use smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpCidr};
 use zeroize::Zeroizing;
-
-/// Exit code for a configuration, token or device problem found at start-up.
-const EXIT_CONFIG: u8 = 2;
 
 /// Per-socket receive buffer: MQTT acknowledgements are tiny.
 const TCP_RX: usize = 2048;
@@ -55,50 +53,16 @@ struct Args {
     #[arg(long, env = "SATMQTT_HOST")]
     host: Ipv4Addr,
     /// Broker TCP port.
-    #[arg(long, env = "SATMQTT_PORT", default_value_t = 1883)]
+    #[arg(long, env = "SATMQTT_PORT", default_value_t = 1883, value_parser = check::port)]
     port: u16,
-    /// MQTT client id.
-    #[arg(long, env = "SATMQTT_CLIENT_ID", default_value = "sampleid")]
-    client_id: String,
-    /// Topic to publish to.
-    #[arg(long, env = "SATMQTT_TOPIC", default_value = "sampletopic")]
-    topic: String,
-    /// Payload prefix; the counter follows in decimal.
-    #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
-    payload_prefix: String,
     /// Token file, read once at start and again on every SIGUSR1.
     #[arg(long, env = "SATMQTT_TOKEN_FILE")]
     token_file: PathBuf,
     /// Longest token accepted; minimq's buffer is sized for it once, as firmware would.
     #[arg(long, env = "SATMQTT_MAX_TOKEN_LEN", default_value_t = 4096)]
     max_token_len: usize,
-    /// QoS of every publish: 0 or 1.
-    #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    qos: u8,
-    /// Milliseconds between publishes; 0 = as fast as the connection allows.
-    #[arg(long, env = "SATMQTT_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
-    /// Messages to publish, then disconnect and exit 0; 0 = forever.
-    #[arg(long, env = "SATMQTT_COUNT", default_value_t = 0)]
-    count: u64,
-    /// First counter value.
-    #[arg(long, env = "SATMQTT_START", default_value_t = 0)]
-    start: u64,
-    /// MQTT keepalive in seconds.
-    #[arg(long, env = "SATMQTT_KEEPALIVE_S", default_value_t = 60)]
-    keepalive_s: u16,
-    /// Longest wait for TCP connect plus CONNACK, in milliseconds.
-    #[arg(long, env = "SATMQTT_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
-    connect_timeout_ms: u64,
-    /// Longest wait for QoS 1 acknowledgements when rotating or stopping, in milliseconds.
-    #[arg(long, env = "SATMQTT_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
-    drain_timeout_ms: u64,
-    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
-    #[arg(long, env = "SATMQTT_BACKOFF_FLOOR_MS", default_value_t = 100)]
-    backoff_floor_ms: u64,
-    /// Longest reconnect delay in milliseconds.
-    #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
-    backoff_cap_ms: u64,
+    #[command(flatten)]
+    job: JobArgs,
     /// TCP sockets in smoltcp's socket set (smoltcp-nal manages at most 16).
     #[arg(long, env = "SATMQTT_TCP_SOCKETS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
     tcp_sockets: u8,
@@ -108,9 +72,8 @@ struct Args {
     /// Value of the 32-bit millisecond clock at start; e.g. 4294964296 crosses the wrap 3 s in.
     #[arg(long, env = "SATMQTT_CLOCK_START_MS", default_value_t = 0)]
     clock_start_ms: u32,
-    /// Log every publish and acknowledgement too.
-    #[arg(long, short)]
-    verbose: bool,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -141,74 +104,27 @@ fn ticks() -> u32 {
         .wrapping_add(elapsed as u32)
 }
 
-/// One line per record on stderr: seconds since start, level, client id, message.
-struct Log {
-    client_id: String,
-    verbose: bool,
-}
-
-impl Log {
-    fn line(&self, level: &str, args: Arguments<'_>) {
-        let t = ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64();
-        // A failed write to stderr has nowhere better to be reported.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{t:9.3} {level:<5} [{}] {args}",
-            self.client_id
-        );
-    }
-
-    fn info(&self, args: Arguments<'_>) {
-        self.line("INFO", args);
-    }
-
-    fn warn(&self, args: Arguments<'_>) {
-        self.line("WARN", args);
-    }
-
-    fn error(&self, args: Arguments<'_>) {
-        self.line("ERROR", args);
-    }
-
-    fn debug(&self, args: Arguments<'_>) {
-        if self.verbose {
-            self.line("DEBUG", args);
-        }
-    }
-}
-
-/// Reads the token file: trailing whitespace trimmed, non-empty, UTF-8, at most `max` bytes.
-/// Errors name the path, never the content.
-fn read_token(path: &Path, max: usize) -> Result<Zeroizing<String>, String> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
-    );
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("token file {} is not UTF-8", path.display()))?;
-    let token = text.trim_end();
-    if token.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
-    }
+/// Reads the token file with the std adapter's reader, plus this program's own limit.
+fn read_token(tokens: &TokenFile, max: usize) -> Result<Token, String> {
+    let token = tokens.load().map_err(|e| e.to_string())?;
     if token.len() > max {
         return Err(format!(
             "token in {} is {} bytes, more than --max-token-len {max}",
-            path.display(),
+            tokens.path().display(),
             token.len()
         ));
     }
-    Ok(Zeroizing::new(token.to_owned()))
+    Ok(token)
 }
 
 /// What the TAP program gives the driver: sleeping on the TAP descriptor, the token, signals.
 struct Tap {
     fd: RawFd,
-    token: Zeroizing<String>,
-    token_file: PathBuf,
+    token: Token,
+    tokens: TokenFile,
     max_token_len: usize,
     reload: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    log: Log,
     pool: usize,
     rotations: u32,
     rejected_tokens: u32,
@@ -231,25 +147,23 @@ impl Platform for Tap {
         if !self.reload.swap(false, Ordering::SeqCst) {
             return false;
         }
-        match read_token(&self.token_file, self.max_token_len) {
+        match read_token(&self.tokens, self.max_token_len) {
             Ok(token) if token == self.token => {
-                self.log
-                    .info(format_args!("SIGUSR1: the token is unchanged; no rotation"));
+                info!("SIGUSR1: the token is unchanged; no rotation");
                 false
             }
             Ok(token) => {
                 self.rotations += 1;
-                self.log.info(format_args!(
+                info!(
                     "SIGUSR1: new token ({} bytes) handed in: rotation {}",
                     token.len(),
                     self.rotations
-                ));
+                );
                 self.token = token;
                 true
             }
             Err(e) => {
-                self.log
-                    .warn(format_args!("SIGUSR1: {e}; keeping the current token"));
+                warn!("SIGUSR1: {e}; keeping the current token");
                 false
             }
         }
@@ -262,10 +176,8 @@ impl Platform for Tap {
     fn note(&mut self, note: Note) {
         match note {
             Note::Event(event) => self.event(event),
-            Note::Rotating => self
-                .log
-                .info(format_args!("rotating: draining, then DISCONNECT")),
-            Note::SocketReturned { stats, waited_ms } => self.log.info(format_args!(
+            Note::Rotating => info!("rotating: draining, then DISCONNECT"),
+            Note::SocketReturned { stats, waited_ms } => info!(
                 "socket returned: {} of {} TCP sockets in use, {} closing; opened {}, closed {}, \
                  handshakes finished {}, lingered out {} (waited {waited_ms} ms)",
                 stats.in_use,
@@ -275,13 +187,11 @@ impl Platform for Tap {
                 stats.closed,
                 stats.settled,
                 stats.lingered
-            )),
-            Note::TokenUnavailable { retry_in_ms } => self
-                .log
-                .warn(format_args!("no token; retrying in {retry_in_ms} ms")),
-            Note::ClockError => self
-                .log
-                .error(format_args!("the stack's clock failed (smoltcp-nal poll)")),
+            ),
+            Note::TokenUnavailable { retry_in_ms } => {
+                warn!("no token; retrying in {retry_in_ms} ms")
+            }
+            Note::ClockError => error!("the stack's clock failed (smoltcp-nal poll)"),
         }
     }
 }
@@ -293,23 +203,18 @@ impl Tap {
                 receive_maximum,
                 window,
                 ..
-            } => self.log.info(format_args!(
-                "connected (receive maximum {receive_maximum}, QoS 1 window {window})"
-            )),
-            Event::Republishing { from, count } => self.log.info(format_args!(
-                "resending {count} unacknowledged message(s) from {from}"
-            )),
-            Event::Published { n, duplicate } => self.log.debug(format_args!(
-                "published {n}{}",
-                if duplicate { " again" } else { "" }
-            )),
-            Event::Acked { through } => self
-                .log
-                .debug(format_args!("acknowledged through {through}")),
-            Event::PublishRejected { n, reason } => self.log.warn(format_args!(
+            } => info!("connected (receive maximum {receive_maximum}, QoS 1 window {window})"),
+            Event::Republishing { from, count } => {
+                info!("resending {count} unacknowledged message(s) from {from}")
+            }
+            Event::Published { n, duplicate } => {
+                debug!("published {n}{}", if duplicate { " again" } else { "" })
+            }
+            Event::Acked { through } => debug!("acknowledged through {through}"),
+            Event::PublishRejected { n, reason } => warn!(
                 "broker refused message {n}: PUBACK 0x{reason:02x} {}",
                 satmqtt::frame::reason_name(reason)
-            )),
+            ),
             Event::TokenRejected { .. } => self.rejected_tokens += 1,
             Event::Disconnected {
                 why,
@@ -322,16 +227,14 @@ impl Tap {
                     "no DISCONNECT"
                 };
                 if let End::TokenRejected(_) = why {
-                    self.log.warn(format_args!(
+                    warn!(
                         "session ended: {why}; {sent}; retrying in {retry_in_ms} ms with the \
                          token in memory (SIGUSR1 hands in a new one)"
-                    ));
+                    );
                 } else if why.is_failure() {
-                    self.log.warn(format_args!(
-                        "session ended: {why}; {sent}; retrying in {retry_in_ms} ms"
-                    ));
+                    warn!("session ended: {why}; {sent}; retrying in {retry_in_ms} ms");
                 } else {
-                    self.log.info(format_args!("session ended: {why}; {sent}"));
+                    info!("session ended: {why}; {sent}");
                 }
             }
             // Summed up when the run returns.
@@ -344,13 +247,16 @@ impl Tap {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (args, _) =
+        satmqtt_cli::parse::<Args>(<Args as clap::CommandFactory>::command(), &argv, |_| None);
     CLOCK_START.store(args.clock_start_ms, Ordering::Relaxed);
     let _ = ticks();
-    let log = Log {
-        client_id: args.client_id.clone(),
-        verbose: args.verbose,
-    };
+    args.log.init(&args.job.client_id);
+    if let Err(e) = args.job.check() {
+        error!("invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
 
     // Signals first: SIGUSR1's default action would kill the process.
     let reload = Arc::new(AtomicBool::new(false));
@@ -362,59 +268,45 @@ fn main() -> ExitCode {
     ];
     for (signal, flag) in handlers {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
-            log.error(format_args!(
-                "cannot install the handler for signal {signal}: {e}"
-            ));
+            error!("cannot install the handler for signal {signal}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }
 
     // Read once, as firmware reads its flash; SIGUSR1 reads it again.
-    let token = match read_token(&args.token_file, args.max_token_len) {
+    let tokens = TokenFile::new(&args.token_file).with_hint_report(|path, hints| {
+        for hint in hints {
+            warn!("token file {}: {hint}", path.display());
+        }
+    });
+    let token = match read_token(&tokens, args.max_token_len) {
         Ok(token) => token,
         Err(e) => {
-            log.error(format_args!("{e}"));
+            error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
 
     let broker = SocketAddr::from((args.host, args.port));
-    let mut config = Config::new(broker);
-    config.client_id = &args.client_id;
-    config.topic = &args.topic;
-    config.payload_prefix = &args.payload_prefix;
-    config.qos = if args.qos == 0 {
-        Qos::AtMostOnce
-    } else {
-        Qos::AtLeastOnce
-    };
-    config.interval_ms = args.interval_ms;
-    config.start = args.start;
-    config.count = args.count;
-    config.keepalive_s = args.keepalive_s;
-    config.connect_timeout_ms = args.connect_timeout_ms;
-    config.drain_timeout_ms = args.drain_timeout_ms;
-    config.backoff = BackoffConfig {
-        floor_ms: args.backoff_floor_ms,
-        cap_ms: args.backoff_cap_ms,
-        ..BackoffConfig::default()
+    let config = Config {
+        broker,
+        ..Config::from(&args.job)
     };
 
     // The device, as an MCU's Ethernet driver.
     let mut device = match TunTapInterface::new(&args.tap, Medium::Ethernet) {
         Ok(device) => device,
         Err(e) => {
-            log.error(format_args!(
+            error!(
                 "cannot attach to TAP device {}: {e} (it must exist, and this needs \
                  CAP_NET_ADMIN and /dev/net/tun)",
                 args.tap
-            ));
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let fd = device.as_raw_fd();
-    let seed = seed(&args.client_id);
-
+    let seed = satmqtt_cli::seed(&args.job.client_id);
     // The interface: a MAC made from the address (locally administered), a static IPv4.
     let (address, prefix) = args.address;
     let [a, b, c, d] = address.octets();
@@ -434,7 +326,7 @@ fn main() -> ExitCode {
     });
     if let Some(gateway) = args.gateway {
         if let Err(e) = interface.routes_mut().add_default_ipv4_route(gateway) {
-            log.error(format_args!("cannot add the default route: {e:?}"));
+            error!("cannot add the default route: {e:?}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }
@@ -459,26 +351,25 @@ fn main() -> ExitCode {
     let mut publisher = match Publisher::new(stack, clock, config, seed) {
         Ok(publisher) => publisher,
         Err(e) => {
-            log.error(format_args!("invalid configuration: {e:?}"));
+            error!(
+                "invalid configuration: {}",
+                satmqtt_cli::config_error_text(&e)
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     // minimq's memory, sized once for the longest token accepted; zeroed when dropped.
     let mut buffer = Zeroizing::new(vec![0u8; config.buffer_len(args.max_token_len)]);
 
-    log.info(format_args!(
+    info!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
          smoltcp on {tap} as {address}/{len}{gateway}, {pool} TCP socket(s); clock starts at \
          {clock_start} ms; token file {path} ({token_len} bytes, buffer {buffer_len} bytes)",
-        prefix = args.payload_prefix,
-        topic = args.topic,
-        qos = args.qos,
-        interval = args.interval_ms,
-        count = if args.count == 0 {
-            "forever".to_owned()
-        } else {
-            format!("{} messages from {}", args.count, args.start)
-        },
+        prefix = args.job.payload_prefix,
+        topic = args.job.topic,
+        qos = args.job.qos,
+        interval = args.job.interval_ms,
+        count = args.job.count_text(),
         tap = args.tap,
         len = prefix,
         gateway = args
@@ -489,23 +380,22 @@ fn main() -> ExitCode {
         path = args.token_file.display(),
         token_len = token.len(),
         buffer_len = buffer.len(),
-    ));
+    );
 
     let mut tap = Tap {
         fd,
         token,
-        token_file: args.token_file.clone(),
+        tokens,
         max_token_len: args.max_token_len,
         reload,
         stop,
-        log,
         pool,
         rotations: 0,
         rejected_tokens: 0,
     };
     let outcome = satmqtt_smoltcp::run(&mut publisher, &mut buffer, &mut tap);
     let summary = |how: &str, p: satmqtt::Progress| {
-        tap.log.info(format_args!(
+        info!(
             "{how}: sent {}, acknowledged {}, duplicates {}, rejected {}, next {}; sessions {}, \
              rotations {}, tokens refused {}; clock now {} ms",
             p.sent,
@@ -517,7 +407,7 @@ fn main() -> ExitCode {
             tap.rotations,
             tap.rejected_tokens,
             ticks()
-        ))
+        )
     };
     match outcome {
         Ok(Outcome::Finished(p)) => {
@@ -529,21 +419,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tap.log.error(format_args!("{e}"));
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Jitter and port seed that differs between runs.
-fn seed(client_id: &str) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    client_id
-        .bytes()
-        .fold(now ^ u64::from(std::process::id()), |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
 }
