@@ -315,8 +315,10 @@ struct Report {
     sent_at_last_stats: u64,
     sent: u64,
     acked_through: Option<u64>,
-    /// Failed attempts since the last connection that published or had a message acknowledged.
+    /// Failed attempts since the last connection that made progress: an acknowledgement, or at
+    /// QoS 0 a publish (a QoS 1 publish not yet acknowledged will be sent again).
     failures: u32,
+    qos0: bool,
     /// The TLS stack's last failure text (the core only reports `Network(kind)`).
     stack_errors: Option<LastError>,
     /// Refreshed on every note: each one is progress, or a retry.
@@ -335,6 +337,7 @@ impl Report {
             sent: 0,
             acked_through: None,
             failures: 0,
+            qos0: args.job.qos == 0,
             stack_errors: None,
             heartbeat,
         }
@@ -400,7 +403,9 @@ impl Report {
             }
             Event::Published { n, duplicate } => {
                 self.sent += 1;
-                self.failures = 0;
+                if self.qos0 {
+                    self.failures = 0;
+                }
                 if duplicate {
                     debug!("published {n} again");
                 } else {
