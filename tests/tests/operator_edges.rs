@@ -137,7 +137,8 @@ fn run_refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn clap_errors_obey_the_json_log_format() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (&["--port", "0", "--log-format", "json"], &[], "--port"),
         (&["--log-format=json", "--host", "a b"], &[], "--host"),
         (

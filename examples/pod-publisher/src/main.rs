@@ -198,23 +198,18 @@ fn main() -> ExitCode {
     match tls {
         Some(stack) => {
             info!("{}", stack.describe());
-            let errors = stack.error_handle();
-            drive(
-                stack, config, args, &tokens, token_len, &stop, report, errors,
-            )
+            let report = report.with_stack_errors(stack.error_handle());
+            drive(stack, config, args, &tokens, token_len, &stop, report)
         }
         None => {
             let stack = StdStack::new(connect_timeout);
-            let errors = stack.error_handle();
-            drive(
-                stack, config, args, &tokens, token_len, &stop, report, errors,
-            )
+            let report = report.with_stack_errors(stack.error_handle());
+            drive(stack, config, args, &tokens, token_len, &stop, report)
         }
     }
 }
 
 /// Runs the publisher on `stack` (plain TCP, or TLS) until done or stopped.
-#[allow(clippy::too_many_arguments)]
 fn drive<S>(
     stack: S,
     config: Config<'_>,
@@ -223,7 +218,6 @@ fn drive<S>(
     token_len: usize,
     stop: &AtomicBool,
     mut report: Report,
-    stack_errors: LastError,
 ) -> ExitCode
 where
     S: TcpClientStack,
@@ -252,7 +246,6 @@ where
         path = args.token_file.display(),
     );
 
-    report.stack_errors = Some(stack_errors);
     let options = RunOptions {
         expiry_margin: Duration::from_secs(args.expiry_margin_s),
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
@@ -341,6 +334,12 @@ impl Report {
             stack_errors: None,
             heartbeat,
         }
+    }
+
+    /// Where the stack leaves its last failure text, for the `disconnected` lines.
+    fn with_stack_errors(mut self, errors: LastError) -> Self {
+        self.stack_errors = Some(errors);
+        self
     }
 
     fn note(&mut self, note: Note<'_>) {

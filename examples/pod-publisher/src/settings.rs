@@ -245,9 +245,9 @@ pub fn resolve(
     aio: &[(&'static str, &'static str, String)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Settings {
+    let command = Args::command();
     let source = |id: &'static str| -> Source {
-        let arg = Args::command();
-        let arg = arg.get_arguments().find(|a| a.get_id() == id);
+        let arg = command.get_arguments().find(|a| a.get_id() == id);
         match matches.value_source(id) {
             Some(ValueSource::CommandLine) => Source::Flag(format!(
                 "--{}",
@@ -267,16 +267,28 @@ pub fn resolve(
             },
         }
     };
-    let mut sources: Vec<(&'static str, Source)> =
-        AIO.iter().map(|(id, _)| (*id, source(id))).collect();
-    let host_from_aio = matches!(sources[0].1, Source::Aio(_));
-    if host_from_aio && sources[2].1 == Source::Default {
+    let mut tls = source("tls");
+    if matches!(source("host"), Source::Aio(_)) && tls == Source::Default {
         args.tls = true;
-        sources[2].1 = Source::AioDefault;
+        tls = Source::AioDefault;
     }
+    let sources: Vec<(&'static str, Source)> = AIO
+        .iter()
+        .map(|(id, _)| {
+            (
+                *id,
+                if *id == "tls" {
+                    tls.clone()
+                } else {
+                    source(id)
+                },
+            )
+        })
+        .collect();
 
     let mut warnings = Vec::new();
-    if sources[6].1 == Source::Default && env("AIO_SAT_FILE").is_some_and(|v| v.is_empty()) {
+    if source("token_file") == Source::Default && env("AIO_SAT_FILE").is_some_and(|v| v.is_empty())
+    {
         warnings.push(format!(
             "AIO_SAT_FILE is empty (AIO workloads use that to turn token authentication off): \
              this publisher always logs in with a token, read from the default {}",
