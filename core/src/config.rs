@@ -236,6 +236,22 @@ pub enum Field {
 }
 
 impl Field {
+    /// What [`ConfigError`]'s text calls the field (`client id`, `topic`, …).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Field::ClientId => "client id",
+            Field::Topic => "topic",
+            Field::PayloadPrefix => "payload prefix",
+            Field::Qos => "QoS",
+            Field::Count => "start",
+            Field::Interval => "interval",
+            Field::ConnectTimeout => "connect timeout",
+            Field::ReauthTimeout => "re-authentication timeout",
+            Field::WindowCap => "window cap",
+            Field::Port => "port",
+        }
+    }
+
     /// The field's name as a flag would spell it (`client-id`, `topic`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -328,6 +344,9 @@ impl fmt::Display for ConfigError {
             ConfigError::ClientIdTooLong { len } => {
                 write!(f, "client id is {len} bytes; at most {MAX_CLIENT_ID}")
             }
+            ConfigError::TopicLength { len: 0 } => {
+                f.write_str("topic is empty; it must be 1 to 65535 bytes")
+            }
             ConfigError::TopicLength { len } => {
                 write!(f, "topic is {len} bytes; it must be 1 to 65535")
             }
@@ -338,7 +357,7 @@ impl fmt::Display for ConfigError {
             ConfigError::ControlCharacter { field, at } => write!(
                 f,
                 "{} has a control character (or U+0000) at byte {at}",
-                field.name()
+                field.noun()
             ),
             ConfigError::PrefixTooLong { len } => {
                 write!(f, "payload prefix is {len} bytes; at most {MAX_PREFIX}")
@@ -352,7 +371,7 @@ impl fmt::Display for ConfigError {
             ConfigError::IntervalTooLong { ms } => {
                 write!(f, "interval is {ms} ms; at most {MAX_INTERVAL_MS} (a day)")
             }
-            ConfigError::ZeroTimeout(field) => write!(f, "{} must be above 0", field.name()),
+            ConfigError::ZeroTimeout(field) => write!(f, "{} must be above 0", field.noun()),
             ConfigError::ZeroWindow => f.write_str("window cap must be at least 1"),
             ConfigError::PortZero => f.write_str("port 0 cannot be connected to"),
         }

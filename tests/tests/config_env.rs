@@ -233,12 +233,14 @@ fn invalid_aio_values_exit_2_naming_the_variable() {
 }
 
 #[test]
-fn an_invalid_own_boolean_exits_2_naming_the_variable() {
+fn an_invalid_own_boolean_exits_2_naming_the_variable_and_the_words_it_takes() {
     let (code, log) = refused(&[("SATMQTT_TLS", "maybe")]);
     assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("invalid value 'maybe' for '--tls'"), "{log}");
     assert!(
-        log.contains("the value comes from the environment variable SATMQTT_TLS"),
+        log.contains(
+            "invalid value \"maybe\" in the environment variable SATMQTT_TLS (for --tls): \
+             expected true/false, yes/no, on/off"
+        ),
         "{log}"
     );
 }

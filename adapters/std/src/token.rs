@@ -5,12 +5,18 @@
 //! so each [`TokenFile::load`] sees either the old or the new token, never half of one.
 //!
 //! The token is a bearer credential: it is only ever held in zeroized buffers, and neither
-//! [`Token`] nor [`TokenError`] prints it.
+//! [`Token`], [`TokenError`] nor [`TokenHint`] prints it.
+//!
+//! Only a regular file (after following the links) is opened: a FIFO would block `open(2)`
+//! until a writer appeared, and no signal would end the wait. The file is opened non-blocking
+//! as well, for a file swapped for a FIFO between the check and the open.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{FileType, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -27,16 +33,53 @@ const TRAILING_WHITESPACE_ALLOWANCE: usize = 1024;
 
 const READ_LIMIT: usize = MAX_TOKEN_LEN + TRAILING_WHITESPACE_ALLOWANCE;
 
+/// Called with the token file's path and what looks wrong with a token just read.
+pub type HintReport = dyn Fn(&Path, &[TokenHint]) + Send + Sync;
+
 /// A token file path; [`TokenFile::load`] reads it afresh each time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct TokenFile {
     path: PathBuf,
+    report: Option<Arc<HintReport>>,
+    /// The hints last reported, so a token read before every attempt is reported once.
+    reported: Arc<Mutex<Vec<TokenHint>>>,
 }
+
+impl fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for TokenFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for TokenFile {}
 
 impl TokenFile {
     /// A token file at `path` (usually `/var/run/secrets/tokens/mqtt-client-token`).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            report: None,
+            reported: Arc::default(),
+        }
+    }
+
+    /// Calls `report` when a loaded token has [`hints`] (a BOM, whitespace, not a JWT): once
+    /// per distinct finding, however often the same token is read. The token is used anyway;
+    /// it is the broker's to refuse.
+    pub fn with_hint_report(
+        mut self,
+        report: impl Fn(&Path, &[TokenHint]) + Send + Sync + 'static,
+    ) -> Self {
+        self.report = Some(Arc::new(report));
+        self
     }
 
     /// The path as given, before symlinks are followed.
@@ -44,19 +87,53 @@ impl TokenFile {
         &self.path
     }
 
-    /// Reads and checks the current token: trailing ASCII whitespace trimmed, non-empty, at most
-    /// [`MAX_TOKEN_LEN`] bytes, UTF-8.
+    /// Reads and checks the current token: a regular file, trailing ASCII whitespace trimmed,
+    /// non-empty, at most [`MAX_TOKEN_LEN`] bytes, UTF-8.
     pub fn load(&self) -> Result<Token, TokenError> {
+        let token = self.read()?;
+        if let Some(report) = &self.report {
+            let found = hints(token.as_str());
+            let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+            if *reported != found {
+                if !found.is_empty() {
+                    report(&self.path, &found);
+                }
+                *reported = found;
+            }
+        }
+        Ok(token)
+    }
+
+    fn read(&self) -> Result<Token, TokenError> {
         let path = || self.path.clone();
         let unreadable = |source| TokenError::Unreadable {
             path: path(),
             source,
         };
-        let mut file = File::open(&self.path).map_err(|source| match source.kind() {
+        let not_found_or = |source: io::Error| match source.kind() {
             io::ErrorKind::NotFound => TokenError::NotFound { path: path() },
             _ => unreadable(source),
-        })?;
-        let file_len = file.metadata().map_err(unreadable)?.len();
+        };
+        let not_regular = |kind: FileType| TokenError::NotRegular {
+            path: path(),
+            kind: file_kind(kind),
+        };
+        let kind = std::fs::metadata(&self.path)
+            .map_err(not_found_or)?
+            .file_type();
+        if !kind.is_file() {
+            return Err(not_regular(kind));
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&self.path)
+            .map_err(not_found_or)?;
+        let metadata = file.metadata().map_err(unreadable)?;
+        if !metadata.is_file() {
+            return Err(not_regular(metadata.file_type()));
+        }
+        let file_len = metadata.len();
         if file_len > READ_LIMIT as u64 {
             return Err(TokenError::TooLarge {
                 path: path(),
@@ -146,7 +223,14 @@ pub enum TokenError {
         /// The token file path.
         path: PathBuf,
     },
-    /// Opening or reading failed (permission, a directory, an I/O error).
+    /// Not a regular file after following symlinks (a directory, a FIFO, a device, a socket).
+    NotRegular {
+        /// The token file path.
+        path: PathBuf,
+        /// What it is instead, in words.
+        kind: &'static str,
+    },
+    /// Opening or reading failed (permission, an I/O error).
     Unreadable {
         /// The token file path.
         path: PathBuf,
@@ -179,6 +263,7 @@ impl TokenError {
     pub fn path(&self) -> &Path {
         match self {
             Self::NotFound { path }
+            | Self::NotRegular { path, .. }
             | Self::Unreadable { path, .. }
             | Self::Empty { path }
             | Self::TooLarge { path, .. }
@@ -192,6 +277,9 @@ impl fmt::Display for TokenError {
         write!(f, "token file {}: ", self.path().display())?;
         match self {
             Self::NotFound { .. } => f.write_str("not found"),
+            Self::NotRegular { kind, .. } => {
+                write!(f, "{kind}, not a regular file; refusing to open it")
+            }
             Self::Unreadable { source, .. } => write!(f, "cannot read: {source}"),
             Self::Empty { .. } => f.write_str("empty (0 bytes after trimming whitespace)"),
             Self::TooLarge { len, .. } => write!(
@@ -212,6 +300,86 @@ impl std::error::Error for TokenError {
             _ => None,
         }
     }
+}
+
+fn file_kind(kind: FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
+}
+
+/// Something in a token that a broker will likely refuse; named by its byte offset in the file,
+/// never by content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenHint {
+    /// A UTF-8 byte order mark (U+FEFF), as some editors write at the start.
+    ByteOrderMark {
+        /// Byte offset in the file.
+        offset: usize,
+    },
+    /// Whitespace before the token.
+    LeadingWhitespace,
+    /// Whitespace inside the token, such as a line break in a pasted token.
+    InnerWhitespace {
+        /// Byte offset in the file of the first one.
+        offset: usize,
+    },
+    /// Not a compact JWT (`header.payload.signature`, base64url JSON): used as is, with no
+    /// renewal before its `exp`.
+    NotJwt,
+}
+
+impl fmt::Display for TokenHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ByteOrderMark { offset } => {
+                write!(f, "a UTF-8 byte order mark at byte offset {offset}")
+            }
+            Self::LeadingWhitespace => f.write_str("whitespace at byte offset 0, before the token"),
+            Self::InnerWhitespace { offset } => {
+                write!(f, "whitespace inside the token at byte offset {offset}")
+            }
+            Self::NotJwt => f.write_str(
+                "not a JWT (header.payload.signature); sent as is, without renewal before expiry",
+            ),
+        }
+    }
+}
+
+/// What looks wrong with `token` (trailing whitespace is trimmed on reading, so it is not here).
+/// "Not a JWT" is only said when nothing else explains it.
+pub fn hints(token: &str) -> Vec<TokenHint> {
+    let mut found = Vec::new();
+    if let Some(offset) = token.find('\u{feff}') {
+        found.push(TokenHint::ByteOrderMark { offset });
+    }
+    let mut spaces = token.char_indices().filter(|(_, c)| c.is_whitespace());
+    match spaces.next() {
+        Some((0, _)) => {
+            found.push(TokenHint::LeadingWhitespace);
+            // The first whitespace after the leading run, if any.
+            let lead = token.len() - token.trim_start().len();
+            if let Some((offset, _)) = spaces.find(|(i, _)| *i >= lead) {
+                found.push(TokenHint::InnerWhitespace { offset });
+            }
+        }
+        Some((offset, _)) => found.push(TokenHint::InnerWhitespace { offset }),
+        None => {}
+    }
+    if found.is_empty() && jwt_expiry(token).is_none() {
+        found.push(TokenHint::NotJwt);
+    }
+    found
 }
 
 /// The times a JWT's payload states, in seconds since the Unix epoch.
@@ -418,22 +586,100 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_is_unreadable_with_the_os_error() {
-        // Root reads any file, so a directory stands in for a permission error.
+    fn a_directory_is_refused_as_not_a_regular_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = TokenFile::new(dir.path()).load().expect_err("directory");
-        let TokenError::Unreadable { source, .. } = &e else {
-            panic!("expected Unreadable, got {e:?}");
-        };
-        assert_eq!(
-            source.raw_os_error(),
-            Some(rustix::io::Errno::ISDIR.raw_os_error())
+        assert!(
+            matches!(
+                e,
+                TokenError::NotRegular {
+                    kind: "a directory",
+                    ..
+                }
+            ),
+            "{e:?}"
         );
         assert_eq!(
             e.to_string(),
-            format!("token file {}: cannot read: {source}", dir.path().display())
+            format!(
+                "token file {}: a directory, not a regular file; refusing to open it",
+                dir.path().display()
+            )
         );
-        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking_in_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR).expect("mkfifo");
+        // Through a kubelet-style symlink: the type is checked after following it.
+        let link = dir.path().join("mqtt-client-token");
+        symlink(&fifo, &link).expect("symlink");
+        // Returns at all: opening a FIFO for reading with no writer would block here.
+        let e = TokenFile::new(&link).load().expect_err("fifo");
+        assert!(matches!(e, TokenError::NotRegular { .. }), "{e:?}");
+        assert!(e.to_string().contains("a FIFO (named pipe)"), "{e}");
+        assert!(e.to_string().contains(&link.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn hints_name_offsets_and_kinds_only() {
+        let jwt = format!("{HEADER}.{PAYLOAD}.c2lnbmF0dXJl");
+        assert_eq!(hints(&jwt), []);
+        assert_eq!(hints(SECRET), [TokenHint::NotJwt]);
+        assert_eq!(
+            hints(&format!("\u{feff}{jwt}")),
+            [TokenHint::ByteOrderMark { offset: 0 }]
+        );
+        assert_eq!(hints(&format!(" {jwt}")), [TokenHint::LeadingWhitespace]);
+        assert_eq!(
+            hints(&format!("{HEADER}.{PAYLOAD}\n.c2ln")),
+            [TokenHint::InnerWhitespace {
+                offset: HEADER.len() + 1 + PAYLOAD.len()
+            }]
+        );
+        assert_eq!(
+            hints(&format!("  {HEADER} x")),
+            [
+                TokenHint::LeadingWhitespace,
+                TokenHint::InnerWhitespace {
+                    offset: 2 + HEADER.len()
+                }
+            ]
+        );
+        for hint in hints(&format!(" {SECRET}\n{SECRET}")) {
+            assert_hides_secret(&hint.to_string());
+            assert_hides_secret(&format!("{hint:?}"));
+        }
+    }
+
+    #[test]
+    fn hints_are_reported_once_per_finding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let file = TokenFile::new(&path).with_hint_report(move |p, found| {
+            sink.lock()
+                .expect("lock")
+                .push((p.to_owned(), found.to_vec()));
+        });
+        fs::write(&path, " not-a-jwt\n").expect("write");
+        file.load().expect("load");
+        file.load().expect("load");
+        fs::write(&path, format!("{HEADER}.{PAYLOAD}.c2ln")).expect("write");
+        file.load().expect("load");
+        fs::write(&path, "\u{feff}x").expect("write");
+        file.load().expect("load");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(
+            *seen,
+            [
+                (path.clone(), vec![TokenHint::LeadingWhitespace]),
+                (path.clone(), vec![TokenHint::ByteOrderMark { offset: 0 }]),
+            ]
+        );
     }
 
     #[test]

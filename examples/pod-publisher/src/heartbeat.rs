@@ -34,6 +34,13 @@ impl Heartbeat {
     /// Writes the file once; an error here is a configuration error (wrong path, read-only
     /// directory) and is returned.
     pub fn start(path: &Path) -> io::Result<Heartbeat> {
+        if path.is_dir() {
+            // The probe would read the directory's own time: say so now instead.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a directory; name a file in it (e.g. /run/satmqtt/heartbeat)",
+            ));
+        }
         write(path)?;
         Ok(Heartbeat {
             path: path.to_owned(),
@@ -88,9 +95,17 @@ pub fn quiet_bound(
     Duration::from_millis(longest_ms) + MIN_GAP
 }
 
-/// How old the heartbeat is.
+/// How old the heartbeat is; only a regular file is a heartbeat (a directory's time moves
+/// whenever anything in it changes).
 pub fn age(path: &Path) -> io::Result<Duration> {
-    let modified = fs::metadata(path)?.modified()?;
+    let metadata = fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let modified = metadata.modified()?;
     Ok(SystemTime::now()
         .duration_since(modified)
         .unwrap_or(Duration::ZERO))
@@ -161,6 +176,16 @@ mod tests {
     fn start_fails_in_a_missing_directory() {
         let error = Heartbeat::start(Path::new("/nonexistent-satmqtt-dir/heartbeat")).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_directory_is_no_heartbeat() {
+        let dir = std::env::temp_dir();
+        assert_eq!(
+            Heartbeat::start(&dir).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(age(&dir).unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

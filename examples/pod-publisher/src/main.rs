@@ -3,10 +3,10 @@
 //! re-reading the token before every connection.
 
 mod heartbeat;
-mod logger;
 mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,13 +15,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use log::{debug, error, info, trace, warn};
 use satmqtt::embedded_nal::TcpClientStack;
-use satmqtt::{Auth, BackoffConfig, Config, End, Event, Progress, Qos};
+use satmqtt::{Auth, Config, End, Event, Progress};
+use satmqtt_cli::{check, JobArgs, LogArgs, EXIT_CONFIG};
 use satmqtt_std::{
     wait_readable, Note, Outcome, RunOptions, StdStack, TlsConfig, TlsStack, TokenFile, Waitable,
 };
-
-/// Exit code for a configuration or token problem found at start-up.
-const EXIT_CONFIG: u8 = 2;
 
 /// Longest delay between two attempts to resolve the broker's host name.
 const DNS_RETRY_CAP: Duration = Duration::from_secs(30);
@@ -31,10 +29,10 @@ const DNS_RETRY_CAP: Duration = Duration::from_secs(30);
 #[command(version, about)]
 struct Args {
     /// Broker host name or IP address.
-    #[arg(long, env = "SATMQTT_HOST", default_value = "localhost")]
+    #[arg(long, env = "SATMQTT_HOST", default_value = "localhost", value_parser = check::host)]
     host: String,
     /// Broker TCP port [default: 1883, or 8883 with --tls].
-    #[arg(long, env = "SATMQTT_PORT")]
+    #[arg(long, env = "SATMQTT_PORT", value_parser = check::port)]
     port: Option<u16>,
     /// Connect with TLS 1.2/1.3.
     #[arg(long, env = "SATMQTT_TLS", value_parser = clap::builder::BoolishValueParser::new())]
@@ -42,33 +40,26 @@ struct Args {
     /// PEM bundle of the CA certificate(s) the broker's certificate must chain to (with --tls)
     /// [default: the system trust store].
     #[arg(long, env = "SATMQTT_CA_FILE")]
-    ca_file: Option<std::path::PathBuf>,
+    ca_file: Option<PathBuf>,
     /// Name checked against the broker's certificate and sent as SNI (with --tls)
     /// [default: --host].
     #[arg(long, env = "SATMQTT_SERVER_NAME")]
     server_name: Option<String>,
     /// Client certificate (PEM) for mutual TLS; needs --client-key.
     #[arg(long, env = "SATMQTT_CLIENT_CERT")]
-    client_cert: Option<std::path::PathBuf>,
+    client_cert: Option<PathBuf>,
     /// Private key (PEM) of --client-cert.
     #[arg(long, env = "SATMQTT_CLIENT_KEY")]
-    client_key: Option<std::path::PathBuf>,
-    /// MQTT client id [default: $POD_NAME, then $HOSTNAME, then "sampleid"].
-    #[arg(long, env = "SATMQTT_CLIENT_ID")]
-    client_id: Option<String>,
-    /// Topic to publish to.
-    #[arg(long, env = "SATMQTT_TOPIC", default_value = "sampletopic")]
-    topic: String,
-    /// Payload prefix; the counter follows in decimal.
-    #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
-    payload_prefix: String,
+    client_key: Option<PathBuf>,
     /// Service-account token file (the projected volume path), re-read before every connect.
     #[arg(
         long,
         env = "SATMQTT_TOKEN_FILE",
         default_value = "/var/run/secrets/tokens/mqtt-client-token"
     )]
-    token_file: std::path::PathBuf,
+    token_file: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// How the token logs in: `sat` (user name `$sat`, token as password: Azure IoT MQ preview)
     /// or `k8s-sat` (MQTT v5 enhanced authentication with in-band re-authentication: Azure IoT
     /// Operations) [default: k8s-sat when the token file comes from AIO_SAT_FILE, else sat].
@@ -81,34 +72,8 @@ struct Args {
     /// every connection starts clean (unacknowledged messages are resent by us either way).
     #[arg(long, env = "SATMQTT_SESSION_EXPIRY_S", default_value_t = 0)]
     session_expiry_s: u32,
-    /// QoS of every publish: 0 or 1.
-    #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    qos: u8,
-    /// Milliseconds between publishes; 0 = as fast as the connection allows.
-    #[arg(long, env = "SATMQTT_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
-    /// Messages to publish, then disconnect and exit 0; 0 = forever.
-    #[arg(long, env = "SATMQTT_COUNT", default_value_t = 0)]
-    count: u64,
-    /// First counter value.
-    #[arg(long, env = "SATMQTT_START", default_value_t = 0)]
-    start: u64,
-    /// MQTT keepalive in seconds.
-    #[arg(long, env = "SATMQTT_KEEPALIVE_S", default_value_t = 60)]
-    keepalive_s: u16,
-    /// Longest wait for TCP connect plus CONNACK, in milliseconds.
-    #[arg(long, env = "SATMQTT_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
-    connect_timeout_ms: u64,
-    /// Longest wait for QoS 1 acknowledgements when stopping, in milliseconds.
-    #[arg(long, env = "SATMQTT_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
-    drain_timeout_ms: u64,
-    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
-    #[arg(long, env = "SATMQTT_BACKOFF_FLOOR_MS", default_value_t = 100)]
-    backoff_floor_ms: u64,
-    /// Longest reconnect delay in milliseconds.
-    #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
-    backoff_cap_ms: u64,
-    /// Rotate to a new token this many seconds before the current one's `exp`.
+    /// Re-authenticate (k8s-sat) or rotate (sat) to a new token this many seconds before the
+    /// current one's `exp`. this many seconds before the current one's `exp`.
     #[arg(long, env = "SATMQTT_EXPIRY_MARGIN_S", default_value_t = 60)]
     expiry_margin_s: u64,
     /// Re-stat period of the token file, for file systems without inotify events.
@@ -117,20 +82,16 @@ struct Args {
     /// Seconds between rate summaries at info level; 0 = none.
     #[arg(long, env = "SATMQTT_STATS_INTERVAL_S", default_value_t = 30)]
     stats_interval_s: u64,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "SATMQTT_LOG", default_value = "info")]
-    log_level: log::LevelFilter,
-    /// Log format: text (for people) or json (one object per line: ts, level, client_id, msg).
-    #[arg(long, env = "SATMQTT_LOG_FORMAT", value_enum, default_value_t = logger::Format::Text)]
-    log_format: logger::Format,
+    #[command(flatten)]
+    log: LogArgs,
     /// File refreshed (at most once a second) while the publisher makes progress or retries,
     /// for a liveness probe; put it on a writable volume such as an emptyDir.
     #[arg(long, env = "SATMQTT_HEARTBEAT_FILE")]
-    heartbeat_file: Option<std::path::PathBuf>,
+    heartbeat_file: Option<PathBuf>,
     /// Probe mode: exit 0 if FILE (a --heartbeat-file) was refreshed within --max-age-s, else
     /// 1; publishes nothing. For an exec liveness probe (no shell needed).
     #[arg(long, value_name = "FILE")]
-    check_heartbeat: Option<std::path::PathBuf>,
+    check_heartbeat: Option<PathBuf>,
     /// With --check-heartbeat: the oldest heartbeat still alive, in seconds.
     #[arg(long, default_value_t = 120, requires = "check_heartbeat")]
     max_age_s: u64,
@@ -158,59 +119,45 @@ impl Args {
         }
     }
 
-    fn client_id(&self) -> String {
-        self.client_id
-            .clone()
-            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| "sampleid".to_owned())
+    /// The port, defaulting by `--tls`.
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 8883 } else { 1883 })
     }
 }
 
 fn main() -> ExitCode {
-    let (mut args, matches) = settings::parse();
+    let settings = settings::parse();
+    let args = &settings.args;
     if let Some(file) = &args.check_heartbeat {
         return heartbeat::check(file, args.max_age_s);
     }
-    // Flags and SATMQTT_* are clap's; the AIO_* layer goes under them.
-    let origins = settings::resolve(
-        &mut args,
-        &|id| settings::Given::from_matches(&matches, id),
-        &|name| std::env::var(name).ok(),
-    );
-    let client_id = args.client_id();
-    logger::init(args.log_level, &client_id, args.log_format);
-    let auth = match origins {
-        Ok(origins) => {
-            info!("configuration: {}", origins.describe(&args));
-            for warning in &origins.warnings {
-                warn!("{warning}");
-            }
-            let (auth, why) = match args.auth {
-                Some(AuthArg::Sat) => (Auth::Sat, "--auth/SATMQTT_AUTH"),
-                Some(AuthArg::K8sSat) => (Auth::K8sSat, "--auth/SATMQTT_AUTH"),
-                None if matches!(origins.token_file, settings::Source::Aio(_)) => {
-                    (Auth::K8sSat, "the token file comes from AIO_SAT_FILE")
-                }
-                None => (Auth::Sat, "the default"),
-            };
-            info!("login scheme {auth} ({why})");
-            auth
+    args.log.init(&args.job.client_id);
+    info!("configuration: {}", settings.describe());
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
+    if let Err(e) = args.job.check() {
+        error!("invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let (auth, why) = match args.auth {
+        Some(AuthArg::Sat) => (Auth::Sat, "--auth/SATMQTT_AUTH"),
+        Some(AuthArg::K8sSat) => (Auth::K8sSat, "--auth/SATMQTT_AUTH"),
+        None if matches!(settings.source("token_file"), settings::Source::Aio(_)) => {
+            (Auth::K8sSat, "the token file comes from AIO_SAT_FILE")
         }
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        None => (Auth::Sat, "the default"),
     };
+    info!("login scheme {auth} ({why})");
     let mut heartbeat = None;
     if let Some(path) = &args.heartbeat_file {
         match heartbeat::Heartbeat::start(path) {
             Ok(started) => {
                 let bound = heartbeat::quiet_bound(
-                    args.interval_ms,
-                    args.backoff_cap_ms,
-                    args.connect_timeout_ms,
-                    args.keepalive_s,
+                    args.job.interval_ms,
+                    args.job.backoff_cap_ms,
+                    args.job.connect_timeout_ms,
+                    args.job.keepalive_s,
                 );
                 info!(
                     "heartbeat file {}: refreshed while publishing or retrying, at least every \
@@ -236,19 +183,21 @@ fn main() -> ExitCode {
     }
 
     // A missing or invalid token at start-up is a deployment error: say so and exit.
-    let tokens = TokenFile::new(&args.token_file);
-    let first = match tokens.load() {
-        Ok(token) => token,
+    let tokens = TokenFile::new(&args.token_file).with_hint_report(|path, hints| {
+        for hint in hints {
+            warn!("token file {}: {hint}", path.display());
+        }
+    });
+    let token_len = match tokens.load() {
+        Ok(token) => token.len(),
         Err(e) => {
             error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let token_len = first.len();
-    drop(first);
 
     // TLS files are read before anything waits on the network: a bad path fails at once.
-    let connect_timeout = Duration::from_millis(args.connect_timeout_ms.max(1));
+    let connect_timeout = Duration::from_millis(args.job.connect_timeout_ms.max(1));
     let tls = if args.tls {
         match TlsStack::new(&args.tls_config(), connect_timeout) {
             Ok(stack) => Some(stack),
@@ -263,8 +212,7 @@ fn main() -> ExitCode {
         }
         None
     };
-    let port = args.port.unwrap_or(if args.tls { 8883 } else { 1883 });
-    let Some(broker) = resolve(&args.host, port, &stop, &mut || {
+    let Some(broker) = resolve(&args.host, args.port(), &stop, &mut || {
         if let Some(heartbeat) = &mut heartbeat {
             heartbeat.beat();
         }
@@ -272,41 +220,36 @@ fn main() -> ExitCode {
         info!("stopped before the broker address was known");
         return ExitCode::SUCCESS;
     };
-    let mut config = Config::new(broker);
-    config.client_id = &client_id;
-    config.topic = &args.topic;
-    config.payload_prefix = &args.payload_prefix;
-    config.qos = if args.qos == 0 {
-        Qos::AtMostOnce
-    } else {
-        Qos::AtLeastOnce
+    let config = Config {
+        broker,
+        auth,
+        window_cap: args.window_cap,
+        session_expiry_s: args.session_expiry_s,
+        expiry_margin_s: args.expiry_margin_s,
+        ..Config::from(&args.job)
     };
-    config.interval_ms = args.interval_ms;
-    config.start = args.start;
-    config.count = args.count;
-    config.keepalive_s = args.keepalive_s;
-    config.connect_timeout_ms = args.connect_timeout_ms;
-    config.drain_timeout_ms = args.drain_timeout_ms;
-    config.backoff = BackoffConfig {
-        floor_ms: args.backoff_floor_ms,
-        cap_ms: args.backoff_cap_ms,
-        ..BackoffConfig::default()
-    };
-    config.auth = auth;
-    config.window_cap = args.window_cap;
-    config.session_expiry_s = args.session_expiry_s;
-    config.expiry_margin_s = args.expiry_margin_s;
     if let Err(e) = config.validate() {
-        error!("invalid --{}: {e}", e.field().name());
+        error!(
+            "invalid configuration: {}",
+            satmqtt_cli::config_error_text(&e)
+        );
         return ExitCode::from(EXIT_CONFIG);
     }
-
+    let report = Report::new(args, broker, auth, heartbeat);
     match tls {
         Some(stack) => {
             info!("{}", stack.describe());
-            drive(stack, config, &args, tokens, token_len, &stop)
+            drive(stack, config, args, tokens, token_len, &stop, report)
         }
-        None => drive(StdStack::new(), config, &args, tokens, token_len, &stop),
+        None => drive(
+            StdStack::new(),
+            config,
+            args,
+            tokens,
+            token_len,
+            &stop,
+            report,
+        ),
     }
 }
 
@@ -318,6 +261,7 @@ fn drive<S>(
     tokens: TokenFile,
     token_len: usize,
     stop: &AtomicBool,
+    mut report: Report,
 ) -> ExitCode
 where
     S: TcpClientStack,
@@ -328,19 +272,14 @@ where
     info!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
          token file {path} ({token_len} bytes)",
-        prefix = args.payload_prefix,
-        topic = args.topic,
-        qos = args.qos,
-        interval = args.interval_ms,
-        count = if args.count == 0 {
-            "forever".to_owned()
-        } else {
-            format!("{} messages from {}", args.count, args.start)
-        },
+        prefix = args.job.payload_prefix,
+        topic = args.job.topic,
+        qos = args.job.qos,
+        interval = args.job.interval_ms,
+        count = args.job.count_text(),
         path = args.token_file.display(),
     );
 
-    let mut report = Report::new(args, broker, config.auth);
     let options = RunOptions {
         restat_every: Duration::from_secs(args.token_restat_s.max(1)),
     };
@@ -349,7 +288,7 @@ where
         stack,
         tokens,
         options,
-        seed(config.client_id),
+        satmqtt_cli::seed(config.client_id),
         stop,
         |note| report.note(note),
     );
@@ -403,19 +342,6 @@ fn resolve(host: &str, port: u16, stop: &AtomicBool, beat: &mut dyn FnMut()) -> 
     None
 }
 
-/// Jitter seed that differs between replicas and restarts.
-fn seed(client_id: &str) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    client_id
-        .bytes()
-        .fold(now ^ u64::from(std::process::id()), |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
-}
-
 /// Turns the driver's notes into log lines and the periodic rate summary.
 struct Report {
     broker: SocketAddr,
@@ -435,7 +361,12 @@ struct Report {
 }
 
 impl Report {
-    fn new(args: &Args, broker: SocketAddr, auth: Auth) -> Self {
+    fn new(
+        args: &Args,
+        broker: SocketAddr,
+        auth: Auth,
+        heartbeat: Option<heartbeat::Heartbeat>,
+    ) -> Self {
         Report {
             broker,
             auth,
@@ -448,12 +379,7 @@ impl Report {
             acked_through: None,
             connected_at: None,
             quick_ends: 0,
-            // main() has checked the path by writing it once; should it fail now, there is no
-            // heartbeat, which is exactly what the liveness probe will report.
-            heartbeat: args
-                .heartbeat_file
-                .as_deref()
-                .and_then(|path| heartbeat::Heartbeat::start(path).ok()),
+            heartbeat,
         }
     }
 
