@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use satmqtt::{Config, Event, Publisher, Qos};
 use satmqtt_bench::args::ClientArgs;
 use satmqtt_std::{Note, RunOptions, StdClock, StdStack, TokenFile};
@@ -24,19 +25,20 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("alloc-count: {e}");
+            eprintln!("alloc-count: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let a = ClientArgs::parse(std::env::args().skip(1))?;
+fn run() -> anyhow::Result<()> {
+    let a = ClientArgs::from_env();
     let broker: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
-        .map_err(|e| format!("broker address: {e}"))?;
+        .context("broker address")?;
+    let client_id = a.client_id();
     let mut config = Config::new(broker);
-    config.client_id = &a.client_id;
+    config.client_id = &client_id;
     config.topic = &a.topic;
     config.payload_prefix = &a.prefix;
     config.qos = if a.qos == 0 {
@@ -44,7 +46,7 @@ fn run() -> Result<(), String> {
     } else {
         Qos::AtLeastOnce
     };
-    config.interval_ms = a.interval.as_millis() as u64;
+    config.interval_ms = a.interval_ms;
     config.count = a.count;
     let tokens = TokenFile::new(&a.token_file);
     let mut publisher = Publisher::new(
@@ -53,7 +55,7 @@ fn run() -> Result<(), String> {
         config,
         1,
     )
-    .map_err(|e| format!("{e:?}"))?;
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let stop = AtomicBool::new(false);
     let (from, to) = (a.count / 10, a.count - a.count / 10);
     let mut marks: [Option<Stats>; 2] = [None, None];
@@ -73,10 +75,10 @@ fn run() -> Result<(), String> {
             }
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let whole = GLOBAL.stats() - before;
     let (Some(start), Some(end)) = (marks[0], marks[1]) else {
-        return Err(format!("the run ended early: {outcome:?}"));
+        anyhow::bail!("the run ended early: {outcome:?}");
     };
     let steady = end - start;
     println!("messages {}", to - from);
