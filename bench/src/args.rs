@@ -3,78 +3,83 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use clap::Parser;
+
 /// One client's job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Parser)]
+#[command(about = "A measured bench client: publish <prefix><N> for N in 0..count")]
 pub struct ClientArgs {
     /// Broker address.
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Broker port.
+    #[arg(long, default_value_t = 1883)]
     pub port: u16,
     /// File holding the `$sat` password.
+    #[arg(long, default_value = "/var/run/secrets/tokens/mqtt-client-token")]
     pub token_file: PathBuf,
-    /// MQTT client id.
-    pub client_id: String,
+    /// MQTT client id (default: bench-<pid>).
+    #[arg(long)]
+    pub client_id: Option<String>,
     /// Topic.
+    #[arg(long, default_value = "sampletopic")]
     pub topic: String,
     /// Payload prefix; the counter follows in decimal.
+    #[arg(long = "payload-prefix", default_value = "samplepayload")]
     pub prefix: String,
     /// 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
     /// Messages to send.
+    #[arg(long, default_value_t = 100_000)]
     pub count: u64,
-    /// Time between publishes; zero is as fast as possible.
-    pub interval: Duration,
-    /// Most QoS 1 messages in flight (capped by the broker's Receive Maximum).
+    /// Milliseconds between publishes; 0 is as fast as possible.
+    #[arg(long = "interval-ms", default_value_t = 0)]
+    pub interval_ms: u64,
+    /// Most QoS 1 messages in flight (capped by the broker's Receive Maximum; default: it).
+    #[arg(long)]
     pub window: Option<u16>,
 }
 
 impl ClientArgs {
-    /// Parses `--flag value` pairs; unknown flags are an error.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<ClientArgs, String> {
-        let mut a = ClientArgs {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            token_file: PathBuf::from("/var/run/secrets/tokens/mqtt-client-token"),
-            client_id: format!("bench-{}", std::process::id()),
-            topic: "sampletopic".into(),
-            prefix: "samplepayload".into(),
-            qos: 1,
-            count: 100_000,
-            interval: Duration::ZERO,
-            window: None,
-        };
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-            match flag.as_str() {
-                "--host" => a.host = value,
-                "--port" => a.port = value.parse().map_err(|e| bad(&e))?,
-                "--token-file" => a.token_file = value.into(),
-                "--client-id" => a.client_id = value,
-                "--topic" => a.topic = value,
-                "--payload-prefix" => a.prefix = value,
-                "--qos" => {
-                    a.qos = value.parse().map_err(|e| bad(&e))?;
-                    if a.qos > 1 {
-                        return Err(bad(&"QoS must be 0 or 1"));
-                    }
-                }
-                "--count" => a.count = value.parse().map_err(|e| bad(&e))?,
-                "--interval-ms" => {
-                    a.interval = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
-                }
-                "--window" => a.window = Some(value.parse().map_err(|e| bad(&e))?),
-                _ => return Err(format!("unknown flag {flag}")),
-            }
-        }
-        Ok(a)
+    /// Parses the process's arguments; prints usage and exits on an error, as clap does.
+    pub fn from_env() -> ClientArgs {
+        ClientArgs::parse()
+    }
+
+    /// The client id, `bench-<pid>` when none was given.
+    pub fn client_id(&self) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("bench-{}", std::process::id()))
+    }
+
+    /// Time between publishes; zero is as fast as possible.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
     }
 
     /// The token, trailing whitespace trimmed (as pod-publisher does).
-    pub fn token(&self) -> Result<String, String> {
+    pub fn token(&self) -> anyhow::Result<String> {
         std::fs::read_to_string(&self.token_file)
             .map(|t| t.trim_end().to_owned())
-            .map_err(|e| format!("reading {}: {e}", self.token_file.display()))
+            .with_context(|| format!("reading {}", self.token_file.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pod_publisher_style_flags() {
+        let a = ClientArgs::try_parse_from([
+            "raw-pub", "--port", "1884", "--qos", "0", "--count", "7", "--window", "20",
+        ])
+        .expect("valid flags");
+        assert_eq!((a.port, a.qos, a.count, a.window), (1884, 0, 7, Some(20)));
+        assert!(ClientArgs::try_parse_from(["raw-pub", "--qos", "2"]).is_err());
+        assert!(ClientArgs::try_parse_from(["raw-pub", "--nonsense", "1"]).is_err());
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! The main measurements use the tests' `Broker` (password file, `$sat` + token, exactly what
 //! the integration tests run). Two cannot: token rotation needs a broker that accepts the old
-//! and the new token at once (mosquitto keeps one password per user, so this one has no
-//! password file and `allow_anonymous true`, which accepts any user and password), and the
-//! restart measurement needs to stop a broker and start another on the same port.
+//! and the new token at once (mosquitto keeps one password per user; the rotation measurement
+//! adds an auth plugin through `extra`, see `measure::rotation`), and the restart measurement
+//! needs to stop a broker and start another on the same port.
 
 use std::fs;
 use std::net::TcpListener;
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context as _};
 use satmqtt_tests::tools::{is_root, require_program, signal_child, terminate};
 use tempfile::TempDir;
 
@@ -30,14 +31,14 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     /// Starts one on a free port with `extra` configuration lines.
-    pub fn start(extra: &str) -> Result<Mosquitto, String> {
+    pub fn start(extra: &str) -> anyhow::Result<Mosquitto> {
         let dir = tempfile::Builder::new()
             .prefix("satmqtt-bench-broker-")
             .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+            .context("temp dir")?;
         let port = TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
-            .map_err(|e| format!("finding a free port: {e}"))?
+            .context("finding a free port")?
             .port();
         let mut broker = Mosquitto {
             child: None,
@@ -58,7 +59,12 @@ impl Mosquitto {
         self.dir.path().join("mosquitto.log")
     }
 
-    fn launch(&mut self) -> Result<(), String> {
+    /// The broker's log so far (connections, refusals; never a password).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
         let mosquitto = require_program("mosquitto");
         let dir = self.dir.path();
         let mut config = format!(
@@ -72,7 +78,7 @@ impl Mosquitto {
             config.push_str("user root\n");
         }
         let conf = dir.join("mosquitto.conf");
-        fs::write(&conf, config).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+        fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
         let _ = fs::remove_file(self.log_path());
         let child = Command::new(mosquitto)
             .arg("-c")
@@ -81,7 +87,7 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("spawning mosquitto: {e}"))?;
+            .context("spawning mosquitto")?;
         self.child = Some(child);
         wait_running(&self.log_path(), self.child.as_mut())
     }
@@ -95,7 +101,7 @@ impl Mosquitto {
     }
 
     /// Starts mosquitto again on the same port; returns once the listener is open.
-    pub fn restart(&mut self) -> Result<(), String> {
+    pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.launch()
     }
@@ -110,7 +116,7 @@ impl Drop for Mosquitto {
 }
 
 /// Polls the log every millisecond for mosquitto's `running` line.
-fn wait_running(log: &Path, child: Option<&mut Child>) -> Result<(), String> {
+fn wait_running(log: &Path, child: Option<&mut Child>) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut child = child;
     loop {
@@ -120,13 +126,11 @@ fn wait_running(log: &Path, child: Option<&mut Child>) -> Result<(), String> {
         }
         if let Some(c) = child.as_deref_mut() {
             if let Ok(Some(status)) = c.try_wait() {
-                return Err(format!("mosquitto exited with {status}:\n{text}"));
+                bail!("mosquitto exited with {status}:\n{text}");
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "mosquitto did not start within {START_TIMEOUT:?}:\n{text}"
-            ));
+            bail!("mosquitto did not start within {START_TIMEOUT:?}:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(1));
     }

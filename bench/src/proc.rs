@@ -8,6 +8,7 @@
 //! and appends the child's user and system time and peak RSS. No `unsafe`: `nix` wraps
 //! `getrusage`.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -40,24 +41,18 @@ impl Usage {
 }
 
 /// `satmqtt-bench rusage <file> -- <program> <args...>`: see the module doc.
-pub fn wrapper_main(args: &[String]) -> ExitCode {
-    let (Some(out), Some("--"), Some(program)) =
-        (args.first(), args.get(1).map(String::as_str), args.get(2))
-    else {
-        eprintln!("usage: satmqtt-bench rusage <file> -- <program> [args...]");
-        return ExitCode::from(2);
-    };
-    let mut child = match Command::new(program).args(&args[3..]).spawn() {
+pub fn wrapper_main(out: &Path, program: &OsStr, args: &[OsString]) -> ExitCode {
+    let mut child = match Command::new(program).args(args).spawn() {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("rusage: cannot run {program}: {e}");
+            eprintln!("rusage: cannot run {}: {e}", program.to_string_lossy());
             return ExitCode::from(127);
         }
     };
     let mut file = match fs::File::create(out) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("rusage: cannot write {out}: {e}");
+            eprintln!("rusage: cannot write {}: {e}", out.display());
             let _ = child.kill();
             let _ = child.wait();
             return ExitCode::from(2);
@@ -165,7 +160,7 @@ impl Measured {
 
     /// Waits at most `timeout` for the client to exit (SIGKILL after that); returns when it
     /// exited and what it used.
-    pub fn wait(self, timeout: Duration) -> Result<(Instant, Usage), String> {
+    pub fn wait(self, timeout: Duration) -> anyhow::Result<(Instant, Usage)> {
         let exited = match self.rx.recv_timeout(timeout) {
             Ok(at) => at,
             Err(_) => {
@@ -173,12 +168,13 @@ impl Measured {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
                 let _ = self.rx.recv_timeout(Duration::from_secs(5));
-                return Err(format!("{} did not finish within {timeout:?}", self.name));
+                anyhow::bail!("{} did not finish within {timeout:?}", self.name);
             }
         };
         let get = |key| {
-            read_kv(&self.file, key)
-                .ok_or_else(|| format!("{}: no `{key}` in {}", self.name, self.file.display()))
+            read_kv(&self.file, key).ok_or_else(|| {
+                anyhow::anyhow!("{}: no `{key}` in {}", self.name, self.file.display())
+            })
         };
         let usage = Usage {
             user: Duration::from_micros(get("user_us")? as u64),

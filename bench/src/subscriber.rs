@@ -32,6 +32,9 @@ pub struct Tally {
     pub first: Option<Instant>,
     /// Arrival of the last message.
     pub last: Option<Instant>,
+    /// (counter, arrival) of every delivery in arrival order, when started with
+    /// [`Subscriber::start_recording`]; empty otherwise.
+    pub arrivals: Vec<(u64, Instant)>,
 }
 
 struct Shared {
@@ -58,6 +61,31 @@ impl Subscriber {
         qos: u8,
         prefix: &str,
         expected: u64,
+    ) -> io::Result<Subscriber> {
+        Subscriber::start_with(broker, auth, topic, qos, prefix, expected, false)
+    }
+
+    /// [`Subscriber::start`], also keeping every arrival's time (for pauses in a fixed-rate
+    /// stream; one entry per delivery, so meant for thousands of messages, not millions).
+    pub fn start_recording(
+        broker: SocketAddr,
+        auth: (&str, &str),
+        topic: &str,
+        qos: u8,
+        prefix: &str,
+        expected: u64,
+    ) -> io::Result<Subscriber> {
+        Subscriber::start_with(broker, auth, topic, qos, prefix, expected, true)
+    }
+
+    fn start_with(
+        broker: SocketAddr,
+        auth: (&str, &str),
+        topic: &str,
+        qos: u8,
+        prefix: &str,
+        expected: u64,
+        record: bool,
     ) -> io::Result<Subscriber> {
         let mut stream = TcpStream::connect_timeout(&broker, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
@@ -112,7 +140,7 @@ impl Subscriber {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("bench-subscriber".into())
-            .spawn(move || count(reader, &prefix, expected, &thread_shared))?;
+            .spawn(move || count(reader, &prefix, expected, record, &thread_shared))?;
         Ok(Subscriber {
             stream,
             shared,
@@ -177,6 +205,7 @@ fn count(
     mut stream: TcpStream,
     prefix: &[u8],
     expected: u64,
+    record: bool,
     shared: &Shared,
 ) -> io::Result<Tally> {
     let mut seen = vec![0u64; expected.div_ceil(64) as usize];
@@ -214,6 +243,9 @@ fn count(
             arrived = true;
             match wire::counter(payload, prefix).filter(|&c| c < expected) {
                 Some(c) => {
+                    if record {
+                        tally.arrivals.push((c, now));
+                    }
                     let (word, bit) = ((c / 64) as usize, 1u64 << (c % 64));
                     if seen[word] & bit != 0 {
                         tally.duplicates += 1;

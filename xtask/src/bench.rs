@@ -4,8 +4,9 @@
 //! This prepares the machine and hands over to `satmqtt-bench run` (bench/), which does the
 //! measuring: mosquitto and its clients (installed with apt when run as root, as for `test`),
 //! the peers when possible (Paho C's `libpaho-mqtt-dev` and gcc to compile `bench/c/paho_pub.c`,
-//! strace for the system-call counts; each is reported as not measured when it cannot be
-//! installed), a release build of `pod-publisher` and the bench binaries, then the run. Extra
+//! strace for the system-call counts, `mosquitto-dev` and `libmosquitto-dev` to compile the
+//! token-rotation auth plugin `bench/c/sat_tokens_auth.c`; each is reported as not measured, or
+//! measured the weaker way, when it cannot be installed), a release build of `pod-publisher` and the bench binaries, then the run. Extra
 //! arguments are passed to `satmqtt-bench run` (see bench/src/main.rs).
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ use crate::install;
 
 /// Where Debian's libpaho-mqtt-dev puts the synchronous client's header.
 const PAHO_HEADER: &str = "/usr/include/MQTTClient.h";
+/// mosquitto's plugin API (Debian package mosquitto-dev).
+const PLUGIN_HEADER: &str = "/usr/include/mosquitto_plugin.h";
+/// libmosquitto's header, which the plugin API includes (Debian package libmosquitto-dev).
+const LIBMOSQUITTO_HEADER: &str = "/usr/include/mosquitto.h";
 
 pub fn run(extra: &[&str]) -> Result<(), String> {
     install::ensure(install::MOSQUITTO)?;
@@ -31,6 +36,12 @@ pub fn run(extra: &[&str]) -> Result<(), String> {
     }
     if find_program("strace").is_none() {
         wanted.push("strace");
+    }
+    if !Path::new(PLUGIN_HEADER).exists() {
+        wanted.push("mosquitto-dev");
+    }
+    if !Path::new(LIBMOSQUITTO_HEADER).exists() {
+        wanted.push("libmosquitto-dev");
     }
     if !wanted.is_empty() {
         if let Err(e) = apt_install(&wanted) {
@@ -56,6 +67,15 @@ pub fn run(extra: &[&str]) -> Result<(), String> {
             None
         }
     };
+    let sat_plugin = match compile_sat_plugin() {
+        Ok(path) => Some(path),
+        Err(e) => {
+            notes.push(format!(
+                "token-rotation auth plugin not compiled ({e}): that broker accepts any password"
+            ));
+            None
+        }
+    };
     let mut bench = cmd::cargo([
         "run",
         "--release",
@@ -70,6 +90,9 @@ pub fn run(extra: &[&str]) -> Result<(), String> {
     bench.arg("--root").arg(cmd::root());
     if let Some(paho) = &paho {
         bench.arg("--paho").arg(paho);
+    }
+    if let Some(plugin) = &sat_plugin {
+        bench.arg("--sat-plugin").arg(plugin);
     }
     for note in &notes {
         bench.args(["--note", note]);
@@ -102,6 +125,37 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// `target/bench`, where the C programs go.
+fn c_out_dir() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Compiles bench/c/sat_tokens_auth.c into a mosquitto plugin; returns the shared object.
+fn compile_sat_plugin() -> Result<PathBuf, String> {
+    for (header, package) in [
+        (PLUGIN_HEADER, "mosquitto-dev"),
+        (LIBMOSQUITTO_HEADER, "libmosquitto-dev"),
+    ] {
+        if !Path::new(header).exists() {
+            return Err(format!("{header} missing (Debian package {package})"));
+        }
+    }
+    let gcc = find_program("gcc").ok_or("gcc is not installed")?;
+    let out = c_out_dir()?.join("sat_tokens_auth.so");
+    cmd::run(
+        Command::new(gcc)
+            .args(["-O2", "-Wall", "-Wextra", "-fPIC", "-shared", "-o"])
+            .arg(&out)
+            .arg(cmd::root().join("bench/c/sat_tokens_auth.c")),
+    )?;
+    Ok(out)
+}
+
 /// Compiles bench/c/paho_pub.c against the system's Paho C; returns the executable.
 fn compile_paho() -> Result<PathBuf, String> {
     if !Path::new(PAHO_HEADER).exists() {
@@ -110,11 +164,7 @@ fn compile_paho() -> Result<PathBuf, String> {
         ));
     }
     let gcc = find_program("gcc").ok_or("gcc is not installed")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"));
-    let dir = target.join("bench");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = c_out_dir()?;
     let out = dir.join("paho-pub");
     cmd::run(
         Command::new(gcc)

@@ -1,11 +1,16 @@
 //! `raw-pub`: the wire limit. A hand-encoded CONNECT, then every PUBLISH encoded up front into
 //! one buffer and written in large writes. At QoS 1 it keeps `min(--window, Receive Maximum)`
-//! publishes in flight and reads PUBACKs in bulk. No MQTT library, no per-message syscall.
+//! publishes in flight and reads PUBACKs in bulk (the bench runs it at windows 10 and 20 and
+//! without `--window`, i.e. at the broker's Receive Maximum). No MQTT library, no per-message
+//! syscall. Exits once the broker closed after its DISCONNECT, so at QoS 1 the process ends
+//! right after the last PUBACK: its lifetime is the publisher-side rate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::{bail, Context as _};
 
 use satmqtt_bench::args::ClientArgs;
 use satmqtt_bench::wire::{self, kind};
@@ -14,22 +19,21 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("raw-pub: {e}");
+            eprintln!("raw-pub: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let a = ClientArgs::parse(std::env::args().skip(1))?;
-    if !a.interval.is_zero() {
-        return Err("raw-pub only publishes flat out (--interval-ms 0)".into());
+fn run() -> anyhow::Result<()> {
+    let a = ClientArgs::from_env();
+    if a.interval_ms != 0 {
+        bail!("raw-pub only publishes flat out (--interval-ms 0)");
     }
     let token = a.token()?;
-    let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
 
     // Every packet, encoded before connecting; `ends[i]` is where packet i ends.
-    let count = usize::try_from(a.count).map_err(|e| e.to_string())?;
+    let count = usize::try_from(a.count).context("--count")?;
     let mut packets = Vec::with_capacity(count * (a.topic.len() + a.prefix.len() + 30));
     let mut ends = Vec::with_capacity(count);
     let mut payload = Vec::with_capacity(a.prefix.len() + 20);
@@ -42,21 +46,21 @@ fn run() -> Result<(), String> {
         ends.push(packets.len());
     }
 
-    let mut stream = TcpStream::connect((a.host.as_str(), a.port)).map_err(io("connect"))?;
-    stream.set_nodelay(true).map_err(io("nodelay"))?;
+    let mut stream = TcpStream::connect((a.host.as_str(), a.port)).context("connect")?;
+    stream.set_nodelay(true).context("nodelay")?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io("timeout"))?;
-    let connect = wire::connect(&a.client_id, "$sat", token.as_bytes(), 60, None);
-    stream.write_all(&connect).map_err(io("CONNECT"))?;
+        .context("timeout")?;
+    let connect = wire::connect(&a.client_id(), "$sat", token.as_bytes(), 60, None);
+    stream.write_all(&connect).context("CONNECT")?;
 
     let mut rx = vec![0u8; 64 * 1024];
     let mut have = 0;
     let mut receive_maximum = None;
     while receive_maximum.is_none() {
-        let n = stream.read(&mut rx[have..]).map_err(io("CONNACK"))?;
+        let n = stream.read(&mut rx[have..]).context("CONNACK")?;
         if n == 0 {
-            return Err("broker closed before CONNACK".into());
+            bail!("broker closed before CONNACK");
         }
         have += n;
         let mut refused = None;
@@ -69,7 +73,7 @@ fn run() -> Result<(), String> {
             }
         });
         if let Some(r) = refused {
-            return Err(format!("CONNACK 0x{r:02x}"));
+            bail!("CONNACK 0x{r:02x}");
         }
         rx.copy_within(used..have, 0);
         have -= used;
@@ -77,7 +81,7 @@ fn run() -> Result<(), String> {
     let receive_maximum = usize::from(receive_maximum.unwrap_or(u16::MAX));
 
     if a.qos == 0 {
-        stream.write_all(&packets).map_err(io("PUBLISH"))?;
+        stream.write_all(&packets).context("PUBLISH")?;
     } else {
         let window = a
             .window
@@ -91,12 +95,12 @@ fn run() -> Result<(), String> {
                 let from = if sent == 0 { 0 } else { ends[sent - 1] };
                 stream
                     .write_all(&packets[from..ends[limit - 1]])
-                    .map_err(io("PUBLISH"))?;
+                    .context("PUBLISH")?;
                 sent = limit;
             }
-            let n = stream.read(&mut rx[have..]).map_err(io("PUBACK"))?;
+            let n = stream.read(&mut rx[have..]).context("PUBACK")?;
             if n == 0 {
-                return Err(format!("broker closed after {acked} PUBACKs"));
+                bail!("broker closed after {acked} PUBACKs");
             }
             have += n;
             let used = wire::split(&rx[..have], |p| {
@@ -109,9 +113,7 @@ fn run() -> Result<(), String> {
         }
         eprintln!("raw-pub: {acked} acknowledged, window {window}");
     }
-    stream
-        .write_all(&wire::DISCONNECT)
-        .map_err(io("DISCONNECT"))?;
+    stream.write_all(&wire::DISCONNECT).context("DISCONNECT")?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Wait for the broker to close: everything written has been read by then.
     let _ = stream.read(&mut rx);

@@ -16,16 +16,16 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rumqttc-pub: {e}");
+            eprintln!("rumqttc-pub: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run() -> Result<(), String> {
-    let a = ClientArgs::parse(std::env::args().skip(1))?;
+async fn run() -> anyhow::Result<()> {
+    let a = ClientArgs::from_env();
     let token = a.token()?;
-    let mut options = MqttOptions::new(&a.client_id, &a.host, a.port);
+    let mut options = MqttOptions::new(a.client_id(), &a.host, a.port);
     options.set_credentials("$sat", token);
     if let Some(window) = a.window {
         options.set_outgoing_inflight_upper_limit(window);
@@ -38,7 +38,8 @@ async fn run() -> Result<(), String> {
     };
 
     let producer = client.clone();
-    let (topic, prefix, count, interval) = (a.topic.clone(), a.prefix.clone(), a.count, a.interval);
+    let (topic, prefix, count, interval) =
+        (a.topic.clone(), a.prefix.clone(), a.count, a.interval());
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         for n in 0..count {
@@ -62,14 +63,14 @@ async fn run() -> Result<(), String> {
             Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
-            Err(e) => return Err(format!("after {sent} sent, {acked} acked: {e}")),
+            Err(e) => anyhow::bail!("after {sent} sent, {acked} acked: {e}"),
         }
         let done = match qos {
             QoS::AtMostOnce => sent >= a.count,
             _ => acked >= a.count,
         };
         if done && !disconnecting {
-            client.try_disconnect().map_err(|e| e.to_string())?;
+            client.try_disconnect()?;
             disconnecting = true;
         }
     }
