@@ -330,19 +330,28 @@ where
     let socket_fd: Option<BorrowedFd<'_>> =
         socket.filter(|_| !interest.is_empty()).and_then(|s| s.fd());
     let wake = driver.tokens().watcher.wake_fd();
-    let mut fds = [
-        socket_fd.map(|fd| PollFd::from_borrowed_fd(fd, interest)),
-        Some(PollFd::from_borrowed_fd(wake, PollFlags::IN)),
-    ];
-    let mut list: Vec<PollFd<'_>> = fds.iter_mut().filter_map(Option::take).collect();
-    let with_socket = socket_fd.is_some();
-    match rustix::event::poll(&mut list, Some(&poll_timeout(timeout))) {
+    let wake_fd = PollFd::from_borrowed_fd(wake, PollFlags::IN);
+    // A fixed array, not a Vec: this runs on every wait, and the publisher allocates nothing
+    // per message.
+    let mut pair;
+    let mut one;
+    let list: &mut [PollFd<'_>] = match socket_fd {
+        Some(fd) => {
+            pair = [PollFd::from_borrowed_fd(fd, interest), wake_fd];
+            &mut pair
+        }
+        None => {
+            one = [wake_fd];
+            &mut one
+        }
+    };
+    match rustix::event::poll(list, Some(&poll_timeout(timeout))) {
         Ok(_) => {}
         // A signal: the caller looks at its stop flag at once.
         Err(rustix::io::Errno::INTR) => {}
         Err(e) => return Err(e.into()),
     }
-    let got = if with_socket {
+    let got = if socket_fd.is_some() {
         list[0].revents()
     } else {
         PollFlags::empty()

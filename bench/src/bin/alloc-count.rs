@@ -30,12 +30,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let a = ClientArgs::parse(std::env::args().skip(1))?;
+    let a = ClientArgs::from_env();
+    let client_id = a.client_id();
     let broker: SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| format!("broker address: {e}"))?;
     let mut config = Config::new(broker);
-    config.client_id = &a.client_id;
+    config.client_id = &client_id;
     config.topic = &a.topic;
     config.payload_prefix = &a.prefix;
     config.qos = if a.qos == 0 {
@@ -43,7 +44,7 @@ fn run() -> Result<(), String> {
     } else {
         Qos::AtLeastOnce
     };
-    config.interval_ms = a.interval.as_millis() as u64;
+    config.interval_ms = a.interval_ms;
     config.count = a.count;
     let tokens = TokenFile::new(&a.token_file);
     config
