@@ -608,9 +608,15 @@ mod with_the_core {
             tx: &mut tx,
             token: &mut token,
         };
-        let mut driver =
-            Driver::new(&config, stack, clock(), Source(Rc::clone(&tokens)), buffers, 7)
-                .unwrap();
+        let mut driver = Driver::new(
+            &config,
+            stack,
+            clock(),
+            Source(Rc::clone(&tokens)),
+            buffers,
+            7,
+        )
+        .unwrap();
         let outcome = run(&mut driver, &mut board).unwrap();
         (outcome, board)
     }
@@ -698,7 +704,11 @@ mod with_the_core {
             accepted == reauths as usize || accepted + 1 == reauths as usize,
             "{accepted} accepted of {reauths}"
         );
-        assert_eq!(changes(&board), reauths as usize, "one TokenChanged per AUTH");
+        assert_eq!(
+            changes(&board),
+            reauths as usize,
+            "one TokenChanged per AUTH"
+        );
         assert_eq!(board.broker.disconnects, 1);
         assert_eq!(board.sockets_returned.len(), 1);
         let stats = board.sockets_returned[0];

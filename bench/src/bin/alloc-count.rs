@@ -46,7 +46,9 @@ fn run() -> Result<(), String> {
     config.interval_ms = a.interval.as_millis() as u64;
     config.count = a.count;
     let tokens = TokenFile::new(&a.token_file);
-    config.validate().map_err(|e| format!("invalid --{}: {e}", e.field().name()))?;
+    config
+        .validate()
+        .map_err(|e| format!("invalid --{}: {e}", e.field().name()))?;
     let stop = AtomicBool::new(false);
     let (from, to) = (a.count / 10, a.count - a.count / 10);
     let mut marks: [Option<Stats>; 2] = [None, None];

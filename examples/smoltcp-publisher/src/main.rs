@@ -323,7 +323,9 @@ impl Tap {
                 self.attempts += 1;
                 self.log.debug(format_args!("{event}"));
             }
-            Event::Published { .. } | Event::Acked { .. } => self.log.debug(format_args!("{event}")),
+            Event::Published { .. } | Event::Acked { .. } => {
+                self.log.debug(format_args!("{event}"))
+            }
             Event::PublishRejected { .. }
             | Event::ReauthDeferred { .. }
             | Event::TokenUnavailable { .. }
