@@ -733,7 +733,7 @@ impl<'c> Connection<'c> {
                 if self.keep_alive_ms > 0 {
                     match self.ping_sent_ms {
                         Some(sent) if now >= sent.saturating_add(self.keep_alive_ms) => {
-                            return self.close(End::LinkLost, Some(0x00));
+                            self.close(End::LinkLost, Some(0x00));
                         }
                         None if now >= self.last_tx_ms.saturating_add(self.keep_alive_ms) => {
                             self.ping_due = true;
