@@ -3,8 +3,8 @@
 //! with a duplicate `panic_impl` lang item; `cargo xtask nostd` also checks the archive for
 //! allocator symbols.
 //!
-//! One entry point per feature: `satmqtt_nostd_publish` runs the core on a stack that refuses
-//! everything (the core alone), `satmqtt_nostd_smoltcp` runs it through `satmqtt_smoltcp::run`
+//! One entry point per feature: `satmqtt_nostd_publish` runs the core's driver on a stack that
+//! refuses everything (the core alone), `satmqtt_nostd_smoltcp` runs it through `satmqtt_smoltcp::run`
 //! on a smoltcp interface with a device of our own (smoltcp's `Loopback` needs `alloc`), and
 //! `satmqtt_nostd_smoltcp_baseline` (not a default feature) drives the same stack as a plain TCP
 //! client without MQTT, the baseline `cargo xtask size` subtracts.
@@ -21,6 +21,30 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 /// Milliseconds, as an MCU timer interrupt would count them (32-bit ticks, as smoltcp-nal needs).
 static TICKS: AtomicU32 = AtomicU32::new(0);
 
+/// Longest token the firmware accepts: sizes the core's buffers at compile time.
+#[cfg(any(feature = "no-network", feature = "smoltcp"))]
+const MAX_TOKEN: usize = 1536;
+
+/// The core's transmit buffer for the sample job (`sampleid`, `sampletopic`, `samplepayload`).
+#[cfg(any(feature = "no-network", feature = "smoltcp"))]
+const TX: usize = satmqtt::tx_len(MAX_TOKEN, 8, 11, 13);
+
+/// A token kept in flash: one fixed token, never changed.
+#[cfg(any(feature = "no-network", feature = "smoltcp"))]
+struct Flash;
+
+#[cfg(any(feature = "no-network", feature = "smoltcp"))]
+impl satmqtt::TokenSource for Flash {
+    type Error = core::convert::Infallible;
+
+    fn load(&mut self, buf: &mut [u8]) -> Result<satmqtt::Token, Self::Error> {
+        const TOKEN: &[u8] = b"token";
+        let len = TOKEN.len().min(buf.len());
+        buf[..len].copy_from_slice(&TOKEN[..len]);
+        Ok(satmqtt::Token { len, exp: None })
+    }
+}
+
 #[cfg(feature = "no-network")]
 mod no_network {
     use core::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,9 +52,9 @@ mod no_network {
 
     use embedded_nal::{nb, TcpClientStack, TcpErrorKind};
     use embedded_time::{fraction::Fraction, Clock, Instant};
-    use satmqtt::{Config, Publisher, Status};
+    use satmqtt::{Buffers, Config, Driver, Ready, Status, RX_MIN};
 
-    use super::TICKS;
+    use super::{Flash, MAX_TOKEN, TICKS, TX};
 
     /// A clock reading [`TICKS`].
     pub struct TickClock;
@@ -79,26 +103,32 @@ mod no_network {
         }
     }
 
-    /// Runs a publisher for `polls` steps on a static-sized buffer; returns messages sent.
+    /// Runs the driver for `polls` steps on buffers sized at compile time; returns messages sent.
     // `no_mangle` counts as unsafe (symbol clashes); one exported, uniquely named entry point is
     // what keeps the linked core in the archive.
     #[allow(unsafe_code)]
     #[no_mangle]
     pub extern "C" fn satmqtt_nostd_publish(polls: u32) -> u64 {
         let broker = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 1883);
-        let Ok(mut publisher) = Publisher::new(NoNetwork, TickClock, Config::new(broker), 1) else {
+        let config = Config::new(broker);
+        let (mut rx, mut tx, mut token) = ([0u8; RX_MIN], [0u8; TX], [0u8; MAX_TOKEN]);
+        let buffers = Buffers {
+            rx: &mut rx,
+            tx: &mut tx,
+            token: &mut token,
+        };
+        let Ok(mut driver) = Driver::new(&config, NoNetwork, TickClock, Flash, buffers, 1) else {
             return 0;
         };
-        let mut buffer = [0u8; 2048];
-        if let Ok(mut session) = publisher.session(&mut buffer, "token") {
-            for _ in 0..polls {
-                TICKS.fetch_add(1, Ordering::Relaxed);
-                if let Status::Ended(_) = session.poll(&mut |_| ()) {
-                    break;
-                }
+        for _ in 0..polls {
+            TICKS.fetch_add(1, Ordering::Relaxed);
+            let status = driver.poll(Ready::ALL);
+            while driver.poll_event().is_some() {}
+            if !matches!(status, Ok(Status::Wait { .. })) {
+                break;
             }
         }
-        publisher.progress().sent
+        driver.progress().sent
     }
 }
 
@@ -108,14 +138,17 @@ mod on_smoltcp {
     use core::sync::atomic::Ordering;
 
     #[cfg(feature = "smoltcp")]
-    use satmqtt::{Config, Publisher};
+    use satmqtt::{Buffers, Config, Driver, RX_MIN};
     use satmqtt_smoltcp::smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
     use satmqtt_smoltcp::smoltcp::phy::{self, DeviceCapabilities, Medium};
     use satmqtt_smoltcp::smoltcp::socket::tcp;
     use satmqtt_smoltcp::smoltcp::time::Instant;
     use satmqtt_smoltcp::smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
     #[cfg(feature = "smoltcp")]
-    use satmqtt_smoltcp::{run, Outcome, Platform, TokenUnavailable};
+    use satmqtt_smoltcp::{run, Outcome, Platform};
+
+    #[cfg(feature = "smoltcp")]
+    use super::{Flash, MAX_TOKEN, TX};
     use satmqtt_smoltcp::{Millis, SmolStack};
 
     use super::TICKS;
@@ -179,10 +212,6 @@ mod on_smoltcp {
             self.waits_left = self.waits_left.saturating_sub(1);
         }
 
-        fn token(&mut self) -> Result<&str, TokenUnavailable> {
-            Ok("token")
-        }
-
         fn stop_requested(&mut self) -> bool {
             self.waits_left == 0
         }
@@ -223,16 +252,18 @@ mod on_smoltcp {
     #[no_mangle]
     pub extern "C" fn satmqtt_nostd_smoltcp(waits: u32) -> u64 {
         with_stack(|stack| {
+            let config = Config::new(broker());
+            let (mut rx, mut tx, mut token) = ([0u8; RX_MIN], [0u8; TX], [0u8; MAX_TOKEN]);
+            let buffers = Buffers {
+                rx: &mut rx,
+                tx: &mut tx,
+                token: &mut token,
+            };
             let clock = Millis::new(ticks);
-            let Ok(mut publisher) = Publisher::new(stack, clock, Config::new(broker()), 1) else {
+            let Ok(mut driver) = Driver::new(&config, stack, clock, Flash, buffers, 1) else {
                 return 0;
             };
-            let mut buffer = [0u8; 2048];
-            match run(
-                &mut publisher,
-                &mut buffer,
-                &mut Board { waits_left: waits },
-            ) {
+            match run(&mut driver, &mut Board { waits_left: waits }) {
                 Ok(Outcome::Finished(p) | Outcome::Stopped(p)) => p.sent,
                 Err(_) => 0,
             }

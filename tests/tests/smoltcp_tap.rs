@@ -7,23 +7,31 @@
 //! the independent witness. No address outside the namespace is used, and the namespace (with
 //! the TAP in it) is deleted afterwards, on failure too.
 //!
-//! Token rotation, 21 times — more than smoltcp-nal's 16 socket handles, with only 2 TCP
-//! sockets in the stack — so every session must give its socket back. mosquitto holds one
-//! password per user and a SIGHUP drops clients whose password no longer matches, so each
-//! rotation goes:
+//! Two runs, each in a namespace of its own.
+//!
+//! `--auth sat`: token rotation, 21 times — more than smoltcp-nal's 16 socket handles, with
+//! only 2 TCP sockets in the stack — so every connection must give its socket back. mosquitto
+//! holds one password per user and a SIGHUP drops clients whose password no longer matches, so
+//! each rotation goes:
 //! 1. the new token is written into the password file (not loaded yet) and the token file;
-//! 2. SIGUSR1: the publisher re-reads the file, drains its in-flight messages, sends
-//!    DISCONNECT and closes ([`satmqtt::Session::rotate`]), then connects with the new token;
+//! 2. SIGUSR1: the publisher's driver re-reads the file, drains its in-flight messages, sends
+//!    DISCONNECT and closes, then connects with the new token;
 //! 3. once the broker has logged `Received DISCONNECT from <id>`, it is told to reload
-//!    (SIGHUP): the old connection is already gone, so nobody is dropped. (mosquitto then logs
-//!    `Client <id> disconnected.` once more: it discards the offline session the old token left
-//!    behind, minimq asking for session expiry u32::MAX. That line is therefore no proof of a
-//!    client DISCONNECT, and the test never counts it.);
+//!    (SIGHUP): the old connection is already gone, so nobody is dropped. (`Client <id>
+//!    disconnected.` is no proof of a client DISCONNECT, so the test counts `Received
+//!    DISCONNECT` lines instead.);
 //! 4. the publisher's first CONNECT with the new token may beat the reload and be refused
 //!    (CONNACK 0x87): the core backs off and retries. Those refusals are counted and reported,
-//!    and each one is a session whose socket must come back too.
+//!    and each one is a connection whose socket must come back too.
 //!
-//! So the assertions are strict: every counter arrives once, in order, with no gap and no
+//! `--auth k8s-sat` (mosquitto with the tests' K8S-SAT auth plugin, see
+//! `satmqtt_tests::plugin`): the same 21 rotations, each presented in band: the new token is
+//! made valid at the plugin, written to the token file, SIGUSR1; the driver sends AUTH 0x19 and
+//! keeps publishing; once the plugin has logged the accepted re-authentication the old token is
+//! revoked. One connection for the whole run, one socket, and the subscriber sees no gap and no
+//! duplicate.
+//!
+//! So the `sat` assertions are strict: every counter arrives once, in order, with no gap and no
 //! duplicate (rotations drain; refused sessions publish nothing); every accepted session ends
 //! with the client's DISCONNECT; no connection is ever dropped without one; the publisher's own
 //! socket accounting shows every socket back in the pool with its closing handshake finished.
@@ -42,6 +50,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use satmqtt_tests::plugin::{k8s_sat_plugin, token_tag};
 use satmqtt_tests::tools::{
     find_program, is_root, random_hex, run_bounded, signal_child, terminate,
 };
@@ -183,15 +192,27 @@ fn check(command: &mut Command, shown: &str) {
     );
 }
 
-/// mosquitto inside the namespace on 10.77.0.1, `$sat` with one token at a time.
+/// mosquitto inside the namespace on 10.77.0.1, `$sat` with one token at a time; with the
+/// K8S-SAT plugin too when asked, its valid tokens one file each in `k8s-sat-tokens/`.
 struct NsBroker {
     child: Child,
     dir: TempDir,
     mosquitto_passwd: PathBuf,
 }
 
+const K8S_TOKENS_DIR: &str = "k8s-sat-tokens";
+
 impl NsBroker {
     fn start(ns: &Namespace, token: &str) -> NsBroker {
+        NsBroker::launch(ns, token, false)
+    }
+
+    /// With the K8S-SAT plugin; no K8S-SAT token is valid until [`NsBroker::allow_k8s_token`].
+    fn start_k8s_sat(ns: &Namespace, token: &str) -> NsBroker {
+        NsBroker::launch(ns, token, true)
+    }
+
+    fn launch(ns: &Namespace, token: &str, k8s_sat: bool) -> NsBroker {
         let mosquitto = required("mosquitto");
         let mosquitto_passwd = required("mosquitto_passwd");
         let dir = tempfile::Builder::new()
@@ -199,18 +220,35 @@ impl NsBroker {
             .tempdir()
             .unwrap();
         let config = dir.path().join("mosquitto.conf");
+        let mut plugin = String::new();
+        if k8s_sat {
+            let tokens = dir.path().join(K8S_TOKENS_DIR);
+            fs::create_dir(&tokens).unwrap();
+            plugin = format!(
+                "plugin {}\nplugin_opt_tokens_dir {}\n",
+                k8s_sat_plugin().display(),
+                tokens.display()
+            );
+        }
         fs::write(
             &config,
             format!(
-                "listener {PORT} {BROKER_IP}\n\
+                // Global security settings: mosquitto 2.0.11 only ticks plugins without
+                // per-listener settings.
+                "{global}listener {PORT} {BROKER_IP}\n\
                  allow_anonymous false\n\
                  password_file {dir}/passwd\n\
                  log_dest file {dir}/mosquitto.log\n\
                  log_type all\n\
                  connection_messages true\n\
                  persistence false\n\
-                 user root\n",
-                dir = dir.path().display()
+                 user root\n{plugin}",
+                dir = dir.path().display(),
+                global = if k8s_sat {
+                    "per_listener_settings false\n"
+                } else {
+                    ""
+                },
             ),
         )
         .unwrap();
@@ -270,6 +308,26 @@ impl NsBroker {
         fs::rename(&staged, self.dir.path().join("passwd")).unwrap();
     }
 
+    /// Makes `token` valid for K8S-SAT from the next authentication on (renamed into place, so
+    /// the plugin never reads half of it).
+    fn allow_k8s_token(&self, token: &str) {
+        let dir = self.dir.path().join(K8S_TOKENS_DIR);
+        let name = k8s_token_file(token);
+        let staged = dir.join(format!(".{name}.tmp"));
+        fs::write(&staged, token).unwrap();
+        fs::rename(&staged, dir.join(name)).unwrap();
+    }
+
+    /// Makes `token` invalid for K8S-SAT from the next authentication on.
+    fn revoke_k8s_token(&self, token: &str) {
+        let path = self
+            .dir
+            .path()
+            .join(K8S_TOKENS_DIR)
+            .join(k8s_token_file(token));
+        fs::remove_file(path).unwrap();
+    }
+
     /// SIGHUP, and wait for mosquitto to log the reload.
     fn reload(&self) {
         let before = self.log().reloads();
@@ -288,6 +346,14 @@ impl Drop for NsBroker {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(2));
     }
+}
+
+/// A token's file name at the plugin: derived from it, never the token itself.
+fn k8s_token_file(token: &str) -> String {
+    format!(
+        "token-{}",
+        token_tag(token.as_bytes()).replace([':', ','], "-")
+    )
 }
 
 fn write_password_file(mosquitto_passwd: &Path, file: &Path, token: &str) {
@@ -578,29 +644,7 @@ fn the_core_on_smoltcp_over_a_tap_rotates_its_token_21_times_with_no_gap_and_no_
     let token_file = token_dir.path().join("token");
     write_token(&token_file, &tokens[0]);
 
-    let args: Vec<String> = [
-        ["--tap", TAP],
-        ["--address", PUBLISHER_CIDR],
-        ["--host", BROKER_IP],
-        ["--port", &PORT.to_string()],
-        ["--client-id", CLIENT_ID],
-        ["--topic", TOPIC],
-        ["--payload-prefix", PREFIX],
-        ["--token-file", token_file.to_str().unwrap()],
-        ["--qos", "1"],
-        ["--interval-ms", &INTERVAL_MS.to_string()],
-        ["--count", &COUNT.to_string()],
-        ["--start", "0"],
-        ["--tcp-sockets", &TCP_SOCKETS.to_string()],
-        // A refused CONNECT (see the module doc) is retried within 20..200 ms.
-        ["--backoff-floor-ms", "20"],
-        ["--backoff-cap-ms", "200"],
-        ["--clock-start-ms", &CLOCK_START_MS.to_string()],
-    ]
-    .iter()
-    .flatten()
-    .map(|s| s.to_string())
-    .collect();
+    let args = publisher_args(&token_file, "sat");
     let started = Instant::now();
     let mut publisher = NsPublisher::spawn(&ns, &binary, &args);
 
@@ -785,6 +829,234 @@ fn the_core_on_smoltcp_over_a_tap_rotates_its_token_21_times_with_no_gap_and_no_
         Some(ROTATIONS),
         "{output}"
     );
+    let clock_now = finished_field(&output, "now").unwrap_or(u64::MAX);
+    assert!(
+        clock_now < u64::from(CLOCK_START_MS),
+        "the clock should have wrapped: it started at {CLOCK_START_MS} and ended at {clock_now}"
+    );
+    for token in &tokens {
+        assert_no_token_leak("smoltcp-publisher output", &output, token);
+    }
+}
+
+/// The publisher's flags: a QoS 1 run of [`COUNT`] messages from 0 with login `auth`.
+fn publisher_args(token_file: &Path, auth: &str) -> Vec<String> {
+    [
+        ["--tap", TAP],
+        ["--address", PUBLISHER_CIDR],
+        ["--host", BROKER_IP],
+        ["--port", &PORT.to_string()],
+        ["--client-id", CLIENT_ID],
+        ["--topic", TOPIC],
+        ["--payload-prefix", PREFIX],
+        ["--token-file", token_file.to_str().unwrap()],
+        ["--auth", auth],
+        ["--qos", "1"],
+        ["--interval-ms", &INTERVAL_MS.to_string()],
+        ["--count", &COUNT.to_string()],
+        ["--start", "0"],
+        ["--tcp-sockets", &TCP_SOCKETS.to_string()],
+        // A refused CONNECT (see the module doc) is retried within 20..200 ms.
+        ["--backoff-floor-ms", "20"],
+        ["--backoff-cap-ms", "200"],
+        ["--clock-start-ms", &CLOCK_START_MS.to_string()],
+    ]
+    .iter()
+    .flatten()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn with_k8s_sat_the_core_on_smoltcp_reauthenticates_21_times_on_one_connection() {
+    let ip = require_tap_privileges();
+    let binary = build_publisher();
+
+    // Declared first, dropped last: every process below is gone before the namespace is.
+    let ns = Namespace::create(&ip);
+    let mut tokens = vec![fake_jwt(3600)];
+    // The `$sat` password is only the subscriber's broker's default; the publisher uses K8S-SAT.
+    let broker = NsBroker::start_k8s_sat(&ns, &fake_jwt(3600));
+    broker.allow_k8s_token(&tokens[0]);
+    let subscriber = NsSubscriber::start(&ns, &broker);
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    write_token(&token_file, &tokens[0]);
+
+    let started = Instant::now();
+    let mut publisher = NsPublisher::spawn(&ns, &binary, &publisher_args(&token_file, "k8s-sat"));
+    let diagnose = |publisher: &NsPublisher, what: &str| -> String {
+        format!(
+            "{what}\n--- subscriber: {} payloads ---\n--- publisher output ---\n{}\n\
+             --- broker log (last 60 lines) ---\n{}",
+            subscriber.payloads().len(),
+            publisher.output(),
+            last_lines(broker.log().text(), 60)
+        )
+    };
+    let reauths = || {
+        broker
+            .log()
+            .k8s_sat_decisions()
+            .iter()
+            .filter(|d| d.reauth && d.accepted && d.client_id == CLIENT_ID)
+            .count() as u64
+    };
+    assert!(
+        wait_until(STEP_TIMEOUT, || (!broker
+            .log()
+            .connects(CLIENT_ID)
+            .is_empty())
+        .then_some(()))
+        .is_some(),
+        "{}",
+        diagnose(&publisher, "the publisher never connected")
+    );
+    for k in 1..=ROTATIONS {
+        let want = (k * STEP) as usize;
+        if wait_until(STEP_TIMEOUT, || {
+            (subscriber.payloads().len() >= want).then_some(())
+        })
+        .is_none()
+        {
+            panic!(
+                "{}",
+                diagnose(
+                    &publisher,
+                    &format!("rotation {k}: fewer than {want} messages arrived")
+                )
+            );
+        }
+        assert!(
+            publisher.exited().is_none(),
+            "{}",
+            diagnose(
+                &publisher,
+                &format!("the publisher exited before rotation {k}")
+            )
+        );
+        let token = fake_jwt(3600);
+        assert!(!tokens.contains(&token));
+        broker.allow_k8s_token(&token);
+        write_token(&token_file, &token);
+        tokens.push(token);
+        signal_child(&publisher.child, Signal::SIGUSR1);
+        if wait_until(STEP_TIMEOUT, || (reauths() >= k).then_some(())).is_none() {
+            panic!(
+                "{}",
+                diagnose(
+                    &publisher,
+                    &format!("rotation {k}: no accepted re-authentication")
+                )
+            );
+        }
+        // From here on only the new token gets in: a reconnect could not hide behind the old.
+        broker.revoke_k8s_token(&tokens[tokens.len() - 2]);
+    }
+    let status = publisher.wait(EXIT_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}",
+        diagnose(
+            &publisher,
+            &format!("the publisher did not exit 0 within {EXIT_TIMEOUT:?}: {status:?}")
+        )
+    );
+    let elapsed = started.elapsed();
+
+    let payloads = subscriber.sync(&ns);
+    let sequence = Sequence::parse(PREFIX, &payloads);
+    let log = broker.log();
+    let output = publisher.output();
+    let decisions: Vec<_> = log
+        .k8s_sat_decisions()
+        .into_iter()
+        .filter(|d| d.client_id == CLIENT_ID)
+        .collect();
+    let sockets: Vec<SocketLine> = output.lines().filter_map(SocketLine::parse).collect();
+    eprintln!(
+        "smoltcp TAP k8s-sat run: {COUNT} messages in {elapsed:.1?}; {ROTATIONS} rotations; \
+         broker: {} connection(s), {} K8S-SAT decisions ({} re-authentications accepted); \
+         subscriber: {} payloads, duplicates {}, gaps {:?}; socket lines {}",
+        log.connects(CLIENT_ID).len(),
+        decisions.len(),
+        decisions.iter().filter(|d| d.reauth && d.accepted).count(),
+        sequence.count,
+        sequence.duplicates,
+        sequence.gaps,
+        sockets.len()
+    );
+
+    // The subscriber: everything, once, in order.
+    sequence.assert_contiguous(0, COUNT);
+
+    // The broker: one connection, one accepted CONNECT and 21 accepted AUTH, nothing refused,
+    // each AUTH with the token handed in for it; the one connection ended by the client.
+    assert_eq!(
+        log.connects(CLIENT_ID).len(),
+        1,
+        "{}",
+        diagnose(&publisher, "one connection")
+    );
+    let tags: Vec<String> = tokens.iter().map(|t| token_tag(t.as_bytes())).collect();
+    let seen: Vec<(bool, bool, Option<String>)> = decisions
+        .iter()
+        .map(|d| (d.reauth, d.accepted, d.token_tag.clone()))
+        .collect();
+    let expected: Vec<(bool, bool, Option<String>)> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| (i > 0, true, Some(tag.clone())))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "K8S-SAT decisions: CONNECT, then one AUTH per rotation"
+    );
+    assert!(decisions.iter().all(|d| d.method == "K8S-SAT"));
+    assert_eq!(
+        client_disconnects(&log),
+        1,
+        "{}",
+        diagnose(&publisher, "DISCONNECT")
+    );
+    assert_eq!(log.closed_without_disconnect(CLIENT_ID), 0);
+    assert_eq!(log.k8s_sat_kicks(CLIENT_ID), 0);
+
+    // The publisher: one connection ended by completion, its one socket back with its closing
+    // handshake finished, 21 rotations by re-authentication, nothing sent twice.
+    let ends: Vec<&str> = output
+        .lines()
+        .filter_map(|l| Some(&l[l.find("session ended: ")? + "session ended: ".len()..]))
+        .collect();
+    assert_eq!(
+        ends,
+        ["all messages published; DISCONNECT sent"],
+        "{output}"
+    );
+    assert_eq!(
+        sockets,
+        [SocketLine {
+            in_use: 0,
+            pool: TCP_SOCKETS,
+            closing: 0,
+            opened: 1,
+            closed: 1,
+            settled: 1,
+            lingered: 0,
+        }],
+        "{output}"
+    );
+    for (key, want) in [
+        ("sent", COUNT),
+        ("duplicates", 0),
+        ("sessions", 1),
+        ("connections", 1),
+        ("re-authentications", ROTATIONS),
+        ("rotations", ROTATIONS),
+        ("refused", 0),
+    ] {
+        assert_eq!(finished_field(&output, key), Some(want), "{key}\n{output}");
+    }
     let clock_now = finished_field(&output, "now").unwrap_or(u64::MAX);
     assert!(
         clock_now < u64::from(CLOCK_START_MS),

@@ -27,7 +27,7 @@ use satmqtt_tests::tools::find_program;
 
 use crate::cmd;
 
-/// Aim for the core's state (Publisher + Session, without the stack and the buffers).
+/// Aim for the core's state (the Driver with its Connection, without the stack and the buffers).
 const RAM_AIM: u64 = 8 * 1024;
 /// Aim for the code of satmqtt and minimq together.
 const TEXT_AIM: u64 = 32 * 1024;
@@ -485,13 +485,14 @@ fn render(measured: &[Measured], ram: &[RamRow]) -> String {
         let _ = writeln!(w, "| `{}` | {} | {} |", row.key, row.bytes, row.what);
     }
     let get = |key: &str| ram.iter().find(|r| r.key == key).map_or(0, |r| r.bytes);
-    let core_state = get("core.publisher") + get("core.session");
+    let core_state = get("core.driver");
     let _ = writeln!(
         w,
-        "\n**Core state (Publisher + Session): {core_state} B** — {}. Add the minimq buffer \
-         (`Config::buffer_len(token_len)`, {} B for a 1.5 KiB token), and on smoltcp the stack \
-         ({} B, inside the Publisher), one socket slot and socket state per TCP socket ({} + {} \
-         B) and its rx/tx buffers (the firmware's choice, e.g. 1 KiB + 2 KiB).",
+        "\n**Core state (Driver, the live Connection inside it): {core_state} B** — {}. Add the \
+         caller's buffers (`satmqtt::Buffers`: rx `RX_MIN`, tx `tx_len(..)`, the token; {} B \
+         for a 1.5 KiB token), and on smoltcp the stack ({} B, inside the Driver), one socket \
+         slot and socket state per TCP socket ({} + {} B) and its rx/tx buffers (the \
+         firmware's choice, e.g. 1 KiB + 2 KiB).",
         verdict(core_state, RAM_AIM),
         get("buffer.1536"),
         get("smoltcp.stack"),

@@ -134,7 +134,7 @@ pub mod stack;
 mod tests;
 
 pub use clock::{Millis, TickClock};
-pub use run::{run, Note, Outcome, Platform, RunError, MAX_WAIT_MS};
+pub use run::{run, Note, Outcome, Platform, MAX_WAIT_MS};
 pub use stack::{SmolStack, SocketStats, LINGER_MS, POOL_MAX};
 
 pub use smoltcp;

@@ -64,26 +64,15 @@ pub enum Outcome {
     Stopped(Progress),
 }
 
-/// A run that cannot go on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunError {
-    /// The driver refused (configuration, buffers) or gave up (the broker refuses the job).
-    Driver(DriverError),
-}
-
-impl core::fmt::Display for RunError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            RunError::Driver(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Publishes until the job is done or the platform asks to stop; see the module doc.
+/// Publishes until the job is done or the platform asks to stop; see the module doc. An error
+/// is the driver's: a configuration or buffer it refuses, or a broker that refuses the job.
+// The error carries the broker's reason string (bounded, inline): without alloc there is
+// nothing to box it in, and it is returned once, at the end of the run.
+#[allow(clippy::result_large_err)]
 pub fn run<D, C, K, T, P>(
     driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
     platform: &mut P,
-) -> Result<Outcome, RunError>
+) -> Result<Outcome, DriverError>
 where
     D: Device,
     C: Clock + Clone,
@@ -110,7 +99,7 @@ where
         }
         // Send what the driver just wrote now, not one wait later.
         let moved = poll_stack(driver, platform);
-        match status.map_err(RunError::Driver)? {
+        match status? {
             Status::Wait { ms, .. } => {
                 // A socket changed state after the driver looked (the connection came up,
                 // bytes arrived with the ACK of what it sent): let it look again at once.
