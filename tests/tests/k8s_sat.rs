@@ -12,6 +12,8 @@
 //!   and presented in band before `exp`;
 //! - with no new token at all, the broker cuts the connection at `exp`; the publisher reports
 //!   it, never presents the expired token, and connects as soon as a new one is written;
+//! - a re-authentication still unanswered close to `exp` is abandoned for a new connection
+//!   with the new token before `exp`;
 //! - a refused re-authentication (mosquitto 2.0.11: CONNACK 0x87, then close) leads to new
 //!   connections with the new token, paced by the backoff, until the broker takes it.
 //!
@@ -885,6 +887,77 @@ fn connack_0x8c_says_the_broker_does_not_take_this_scheme() {
     publisher.kill();
 }
 
+/// A new token is offered in band but the answer never comes (the fake broker in front of
+/// mosquitto drops it) and the token in use expires before the re-auth timeout: the publisher
+/// moves to a new connection with the new token before `exp`, so the broker never has to cut it.
+#[test]
+fn pending_reauth_near_exp_moves_to_a_new_connection_before_exp() {
+    let id = "k8s-guard-exp";
+    Publisher::binary();
+    let old = fake_jwt(7);
+    let exp = jwt_exp(&old).unwrap();
+    let bed = Bed::new(&old);
+    let up = upstream(&bed.broker);
+    let fake = FakeBroker::start_same(move || {
+        vec![Step::Proxy {
+            upstream: up,
+            tamper: Some(tamper_with(|p| {
+                (p.kind() == PacketType::Auth).then(Vec::new)
+            })),
+        }]
+    });
+    let mut publisher = publisher_via(&fake, &bed.tokens, id)
+        .args(["--qos", "1", "--interval-ms", "20", "--count", "0"])
+        .args(["--expiry-margin-s", "3"])
+        .spawn();
+    wait_received(&bed.subscriber, 5, &publisher);
+    let fresh = fake_jwt(3600);
+    bed.rotate(&fresh);
+    assert!(
+        fake.wait_for_client_packet(0, PacketType::Auth, STEP_TIMEOUT)
+            .is_some(),
+        "no AUTH 0x19\n{}",
+        publisher.describe()
+    );
+    assert!(
+        fake.wait_for_connections(2, STEP_TIMEOUT),
+        "{}",
+        publisher.describe()
+    );
+    let at = unix_now();
+    assert!(
+        at < exp,
+        "the new connection came at {at}, not before exp {exp}\n{}",
+        publisher.describe()
+    );
+    let have = bed.subscriber.payloads().len();
+    wait_received(&bed.subscriber, have + 10, &publisher);
+    let (done, _) = stop(&mut publisher, Duration::from_secs(10));
+    let duplicates = assert_no_gaps(&bed.subscriber, done.next);
+    assert!(
+        duplicates <= done.duplicates,
+        "{duplicates} > {}",
+        done.duplicates
+    );
+
+    let first = fake.connection(0).unwrap();
+    let last = first.packets.last().unwrap();
+    assert_eq!(last.kind(), PacketType::Disconnect, "{:?}", first.packets);
+    let second = fake.connection(1).unwrap();
+    assert_k8s_sat_connect(&second.packets[0].packet);
+    assert!(
+        carries_token(&second.packets[0].packet, &fresh),
+        "the new connection does not carry the new token"
+    );
+    assert_eq!(fake.connection_count(), 2);
+    assert_eq!(bed.broker.events().k8s_sat_kicks(id), 0);
+    let stderr = publisher.stderr();
+    assert!(
+        stderr.contains("disconnected: the token in use is about to expire, DISCONNECT sent"),
+        "{stderr}"
+    );
+}
+
 /// The AIO broker closes TCP silently at `exp` (here: mosquitto's DISCONNECT 0x98 dropped by the
 /// fake broker in front of it): the publisher notices, never presents the expired token, and
 /// reconnects with the new token once written; nothing is lost.
@@ -892,7 +965,7 @@ fn connack_0x8c_says_the_broker_does_not_take_this_scheme() {
 fn silent_close_at_exp_reconnects_with_the_new_token_without_gaps() {
     let id = "k8s-silent-close";
     Publisher::binary();
-    let old = fake_jwt(4);
+    let old = fake_jwt(6);
     let bed = Bed::new(&old);
     let up = upstream(&bed.broker);
     let fake = FakeBroker::start_same(move || {
