@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use satmqtt_tests::fake_broker::{FakeBroker, Step, Tamper};
+use satmqtt_tests::fake_broker::{ConnectionLog, FakeBroker, Step, Tamper};
 use satmqtt_tests::mqtt::{self, prop, ConnackProps, Packet, PacketType, Property};
 use satmqtt_tests::plugin::token_tag;
 use satmqtt_tests::wait::wait_until;
@@ -239,6 +239,11 @@ fn carries_token(packet: &Packet, token: &str) -> bool {
         Property::Bin(id, data) => id == prop::AUTH_DATA && data == token.as_bytes(),
         _ => false,
     })
+}
+
+/// The packet types of a fake-broker connection (for failure messages: no token bytes).
+fn kinds(conn: &ConnectionLog) -> Vec<PacketType> {
+    conn.packets.iter().map(|p| p.kind()).collect()
 }
 
 /// A K8S-SAT CONNECT: method K8S-SAT, no user name or password flag.
@@ -491,7 +496,9 @@ fn token_expiring_without_a_new_one_is_cut_then_a_new_token_resumes_without_gaps
     wait_log(&bed.broker, &publisher, "the kick at exp", |log| {
         log.k8s_sat_kicks(id) == 1
     });
-    wait_stderr(&publisher, "disconnected: broker sent DISCONNECT 0x98");
+    // Usually `broker sent DISCONNECT 0x98`; when a PUBLISH of ours crosses the broker's close,
+    // the RST it earns can discard the unread DISCONNECT, and the end reads as a network error.
+    wait_stderr(&publisher, "disconnected: ");
     wait_stderr(&publisher, "not connecting with it");
     // It keeps waiting: one more look at the volume passes with no connection attempt.
     let tcp = bed.broker.events().tcp_connections();
@@ -714,7 +721,8 @@ fn sigterm_during_a_pending_reauth_drains_and_disconnects() {
 
     let conn = fake.connection(0).unwrap();
     let last = conn.packets.last().unwrap();
-    assert_eq!(last.kind(), PacketType::Disconnect, "{:?}", conn.packets);
+    assert_eq!(last.kind(), PacketType::Disconnect, "{:?}", kinds(&conn));
+    assert!(fake.wait_for_client_close(0, STEP_TIMEOUT).is_some());
     assert_eq!(last.packet.reason(), 0x00);
     let auths = conn.packets_of(PacketType::Auth);
     assert_eq!(auths.len(), 1);
@@ -769,7 +777,7 @@ fn auth_0x18_is_retried_on_the_same_connection() {
     assert_eq!(fake.connection_count(), 1);
     let conn = fake.connection(0).unwrap();
     let auths = conn.packets_of(PacketType::Auth);
-    assert_eq!(auths.len(), 2, "{auths:?}");
+    assert_eq!(auths.len(), 2, "{:?}", kinds(&conn));
     for a in &auths {
         assert_eq!(a.packet.reason(), 0x19);
         assert!(
@@ -942,7 +950,7 @@ fn pending_reauth_near_exp_moves_to_a_new_connection_before_exp() {
 
     let first = fake.connection(0).unwrap();
     let last = first.packets.last().unwrap();
-    assert_eq!(last.kind(), PacketType::Disconnect, "{:?}", first.packets);
+    assert_eq!(last.kind(), PacketType::Disconnect, "{:?}", kinds(&first));
     let second = fake.connection(1).unwrap();
     assert_k8s_sat_connect(&second.packets[0].packet);
     assert!(
@@ -984,7 +992,9 @@ fn silent_close_at_exp_reconnects_with_the_new_token_without_gaps() {
     wait_log(&bed.broker, &publisher, "the kick at exp", |log| {
         log.k8s_sat_kicks(id) == 1
     });
-    wait_stderr(&publisher, "disconnected: broker closed the connection");
+    // Usually `broker closed the connection`; a PUBLISH racing the close reads as a network
+    // error (PipeClosed, reset).
+    wait_stderr(&publisher, "disconnected: ");
     wait_stderr(&publisher, "not connecting with it");
     assert_eq!(
         fake.connection_count(),
