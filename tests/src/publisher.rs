@@ -251,7 +251,20 @@ fn build_binary() -> Result<PathBuf, String> {
     let file = |name: &str| {
         fs::File::create(logs.path().join(name)).map_err(|e| format!("creating {name}: {e}"))
     };
-    let mut child = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // Cargo gives this test process the variables of the tests crate (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, OUT_DIR, ...). Build scripts that watch them (ring's does) would see
+    // them change between this build and the shell's, and each would rebuild what the other
+    // built: tens of seconds on every run.
+    for (key, _) in std::env::vars_os() {
+        let per_crate = key.to_str().is_some_and(|k| {
+            k == "OUT_DIR" || k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_")
+        });
+        if per_crate {
+            command.env_remove(&key);
+        }
+    }
+    let mut child = command
         .args(["build", "-q", "-p", PACKAGE, "--bin", PACKAGE])
         .arg("--message-format=json-render-diagnostics")
         .arg("--manifest-path")
