@@ -573,6 +573,8 @@ impl Monotonic {
 #[derive(Debug, Default)]
 struct Net {
     inbox: VecDeque<u8>,
+    /// Broker bytes scripted while no socket was open: the next connection reads them.
+    next_inbox: VecDeque<u8>,
     eof: bool,
     recv_error: bool,
     send_error: bool,
@@ -608,7 +610,7 @@ impl TcpClientStack for MockStack {
         n.streams.push(Stream::default());
         let id = n.streams.len() - 1;
         n.open = Some(id);
-        n.inbox.clear();
+        n.inbox = std::mem::take(&mut n.next_inbox);
         n.eof = false;
         n.pending_connect = n.connect_delays % 3;
         Ok(id)
@@ -836,7 +838,9 @@ impl<'c> DriverRun<'c> {
                 s.pids.get(s.acked).copied()
             });
             if let Some(bytes) = broker_bytes(step, next_pid) {
-                if n.open.is_some() {
+                if n.open.is_none() {
+                    n.next_inbox.extend(bytes);
+                } else {
                     n.inbox.extend(bytes);
                     if matches!(step, Step::AckNext { .. }) {
                         if let Some(i) = n.open {
