@@ -577,8 +577,12 @@ where
         if self.tx_start == self.tx_end {
             self.tx_start = 0;
             self.tx_end = 0;
-            if let Some(conn) = self.conn.as_mut() {
-                conn.flushed();
+            // Only bytes the stack took count: after a send error the buffer was dropped, not
+            // sent, and its QoS 0 messages must be sent again.
+            if moved {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.flushed();
+                }
             }
         }
         moved
