@@ -5,6 +5,7 @@
 //! - `nostd` — builds `nostd-check` (the core as a `#![no_std]` staticlib) and proves it links no
 //!   allocator.
 //! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
+//! - `fuzz`  — the cargo-fuzz targets (nightly), N seconds each.
 //! - `bench` — satmqtt against the wire limit and its peers; docs/benchmarks.md, docs/bench.svg.
 //!
 //! Commands that need mosquitto install it with apt when run as root, and otherwise print the
@@ -13,6 +14,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod install;
 mod nostd;
 mod pipeline;
@@ -32,6 +34,8 @@ commands:
           writes docs/benchmarks.md and docs/bench.svg (about 5 minutes); extra arguments go
           to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5; --only TLS runs just
           the matching throughput rows and leaves the docs alone)
+  fuzz    [--seconds N] [TARGET]: run the cargo-fuzz targets (wire_parse, connection, token)
+          N seconds each (default 60); needs nightly and cargo-fuzz
   help    this text";
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         ["nostd"] => nostd::run(),
         ["size"] => size::run(),
         ["bench", ref extra @ ..] => bench::run(extra),
+        ["fuzz", ref extra @ ..] => fuzz::run(extra),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
