@@ -948,7 +948,10 @@ impl<'c> DriverRun<'c> {
             assert_eq!(
                 last.disconnect_end,
                 Some(last.bytes.len()),
-                "DISCONNECT is not the last packet"
+                "DISCONNECT is not the last packet of the last of {} streams: {:02x?} ({} parsed)",
+                n.streams.len(),
+                last.bytes,
+                last.parsed
             );
         }
         let written: usize = n.streams.iter().map(|s| s.bytes.len()).sum();
@@ -981,6 +984,8 @@ struct ConnectionRun<'c> {
     checker: Checker<'c>,
     mono: Monotonic,
     stop_publishes: Option<u64>,
+    /// The transport failed: no DISCONNECT can be owed any more.
+    aborted: bool,
 }
 
 impl<'c> ConnectionRun<'c> {
@@ -1015,6 +1020,7 @@ impl<'c> ConnectionRun<'c> {
                 acked: 0,
             },
             stop_publishes: None,
+            aborted: false,
         };
         let mut buf = vec![0u8; 512];
         let n = run
@@ -1048,7 +1054,7 @@ impl<'c> ConnectionRun<'c> {
             self.check();
         }
         assert!(self.conn.is_closed(), "the connection did not end after a stop");
-        if self.conn.end() == Some(&End::Stopped) {
+        if self.conn.end() == Some(&End::Stopped) && !self.aborted {
             assert!(self.conn.disconnect_sent(), "a stop with room to write sent no DISCONNECT");
         }
         if self.conn.disconnect_sent() {
@@ -1079,7 +1085,10 @@ impl<'c> ConnectionRun<'c> {
             self.feed();
         }
         match *step {
-            Step::Eof | Step::RecvError | Step::SendError => self.conn.abort(End::PeerClosed),
+            Step::Eof | Step::RecvError | Step::SendError => {
+                self.conn.abort(End::PeerClosed);
+                self.aborted = true;
+            }
             Step::Advance(ms) => {
                 self.now += u64::from(ms);
                 self.conn.handle_timeout(self.now);
