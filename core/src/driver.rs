@@ -202,6 +202,8 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     rx_len: usize,
     tx_start: usize,
     tx_end: usize,
+    /// A send failed and the transmit buffer was dropped unsent (its DISCONNECT too).
+    tx_lost: bool,
     socket: Option<S::TcpSocket>,
     phase: Phase,
     conn: Option<Connection<'c>>,
@@ -275,6 +277,7 @@ where
             rx_len: 0,
             tx_start: 0,
             tx_end: 0,
+            tx_lost: false,
             socket: None,
             phase: Phase::Idle,
             conn: None,
@@ -492,6 +495,7 @@ where
         })?;
         self.tx_start = 0;
         self.tx_end = len;
+        self.tx_lost = false;
         self.rx_len = 0;
         self.conn = Some(conn);
         self.phase = Phase::Live;
@@ -570,6 +574,7 @@ where
                         conn.abort(End::Network(kind));
                     }
                     self.tx_start = self.tx_end;
+                    self.tx_lost = true;
                     return true;
                 }
             }
@@ -775,7 +780,8 @@ where
         };
         // The DISCONNECT is in the transmit buffer: one last try to send it.
         self.flush();
-        let disconnect_sent = conn.disconnect_sent() && self.tx_start == self.tx_end;
+        let disconnect_sent =
+            conn.disconnect_sent() && self.tx_start == self.tx_end && !self.tx_lost;
         self.close_socket();
         self.progress = conn.progress();
         if let Some(n) = conn.unflushed_from() {
