@@ -228,6 +228,8 @@ pub struct Driver<'c, 'b, S: TcpClientStack, C: Clock, T: TokenSource> {
     rx_len: usize,
     tx_start: usize,
     tx_end: usize,
+    /// A send failed and the transmit buffer was dropped unsent (its DISCONNECT too).
+    tx_lost: bool,
     socket: Option<S::TcpSocket>,
     phase: Phase,
     conn: Option<Connection<'c>>,
@@ -309,6 +311,7 @@ where
             rx_len: 0,
             tx_start: 0,
             tx_end: 0,
+            tx_lost: false,
             socket: None,
             phase: Phase::Idle,
             conn: None,
@@ -531,6 +534,7 @@ where
         self.tx_start = 0;
         self.tx_end = len;
         self.secret_end = len;
+        self.tx_lost = false;
         self.rx_len = 0;
         self.conn = Some(conn);
         self.phase = Phase::Live;
@@ -646,6 +650,7 @@ where
                         conn.abort(End::Network(kind));
                     }
                     self.tx_start = self.tx_end;
+                    self.tx_lost = true;
                     return true;
                 }
             }
@@ -654,8 +659,12 @@ where
             self.zero_sent_token();
             self.tx_start = 0;
             self.tx_end = 0;
-            if let Some(conn) = self.conn.as_mut() {
-                conn.flushed();
+            // Only bytes the stack took count: after a send error the buffer was dropped, not
+            // sent, and its QoS 0 messages must be sent again.
+            if moved {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.flushed();
+                }
             }
         }
         moved
@@ -850,7 +859,8 @@ where
         };
         // The DISCONNECT is in the transmit buffer: one last try to send it.
         self.flush();
-        let disconnect_sent = conn.disconnect_sent() && self.tx_start == self.tx_end;
+        let disconnect_sent =
+            conn.disconnect_sent() && self.tx_start == self.tx_end && !self.tx_lost;
         self.close_socket();
         // The connection is over (not "connected") by now: whether it reached CONNACK success
         // shows in its connection count.

@@ -5,6 +5,7 @@
 //! - `nostd` — builds `nostd-check` (the core as a `#![no_std]` staticlib) and proves it links no
 //!   allocator.
 //! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
+//! - `fuzz`  — the cargo-fuzz targets (nightly), N seconds each.
 //! - `bench` — satmqtt against the wire limit and its peers; docs/benchmarks.md, docs/bench.svg.
 //! - `image` — the container image, built offline with podman or docker.
 //!
@@ -14,6 +15,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod image;
 mod install;
 mod nostd;
@@ -36,6 +38,8 @@ commands:
           the matching throughput rows and leaves the docs alone)
   image   the container image (FROM scratch, static binary, CA bundle, user 65532), built offline
           with podman or docker; --tag NAME (default docker.io/satmqtt/pod-publisher:0.1.0)
+  fuzz    [--seconds N] [TARGET]: run the cargo-fuzz targets (wire_parse, connection, token)
+          N seconds each (default 60); needs nightly and cargo-fuzz
   help    this text";
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         ["size"] => size::run(),
         ["bench", ref extra @ ..] => bench::run(extra),
         ["image", ref extra @ ..] => image::run(extra),
+        ["fuzz", ref extra @ ..] => fuzz::run(extra),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,19 @@
+//! The logic of the fuzz targets in `fuzz/`, kept here so an ordinary stable test
+//! (`tests/replay.rs`) replays every committed corpus and regression input without nightly.
+//!
+//! Each target is a function from arbitrary bytes to `()` that panics when an invariant breaks;
+//! libFuzzer reports the panic as a crash, the replay test as a failure naming the input file.
+
+pub mod connection;
+pub mod token;
+pub mod wire;
+
+/// A fuzz target: its name (as `cargo fuzz` and the corpus folders use it) and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// The fuzz targets.
+pub const TARGETS: [Target; 3] = [
+    ("wire_parse", wire::run),
+    ("connection", connection::run),
+    ("token", token::run),
+];

@@ -1,0 +1,93 @@
+//! `cargo xtask fuzz [--seconds N] [TARGET]`: runs the cargo-fuzz targets in `fuzz/` (all three,
+//! one after the other, unless one is named) for N seconds each (default 60).
+//!
+//! libFuzzer needs nightly Rust and cargo-fuzz; both are checked first, and a missing one is
+//! named with the command that installs it. New inputs libFuzzer finds go to
+//! `fuzz/corpus/<target>/` (git ignores their hash names); a crash is saved under
+//! `fuzz/artifacts/<target>/` and belongs, once fixed, in `fuzz/regressions/<target>/`, which
+//! the stable replay test (`fuzz-harness/tests/replay.rs`) runs in `cargo xtask test`.
+
+use std::process::{Command, Stdio};
+
+use crate::cmd;
+
+/// The targets, as named in `fuzz/Cargo.toml`.
+pub const TARGETS: [&str; 3] = ["wire_parse", "connection", "token"];
+
+const DEFAULT_SECONDS: u64 = 60;
+
+/// Parses `[--seconds N] [TARGET]` and runs the fuzzers.
+pub fn run(args: &[&str]) -> Result<(), String> {
+    let mut seconds = DEFAULT_SECONDS;
+    let mut targets: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match *arg {
+            "--seconds" => {
+                let value = it.next().ok_or("--seconds needs a number")?;
+                seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or(format!("--seconds {value}: not a positive whole number"))?;
+            }
+            name if TARGETS.contains(&name) => targets.push(name),
+            other => {
+                return Err(format!(
+                    "unknown fuzz argument `{other}`; targets are {}",
+                    TARGETS.join(", ")
+                ))
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = TARGETS.to_vec();
+    }
+    check_tools()?;
+    for target in targets {
+        // `cargo` from PATH (the rustup proxy): `+nightly` means nothing to a toolchain's own
+        // cargo, which is what $CARGO points at.
+        let mut command = Command::new("cargo");
+        command
+            .args(["+nightly", "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .current_dir(cmd::root());
+        cmd::run(&mut command).map_err(|e| {
+            format!(
+                "{e}\nIf libFuzzer found a crash, its input is in fuzz/artifacts/{target}/: fix \
+                 the bug, then copy the input to fuzz/regressions/{target}/ so the stable replay \
+                 test keeps it fixed."
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Nightly and cargo-fuzz are there, or an error saying how to get them.
+fn check_tools() -> Result<(), String> {
+    let works = |args: &[&str]| {
+        Command::new("cargo")
+            .args(args)
+            .current_dir(cmd::root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works(&["+nightly", "--version"]) {
+        return Err(
+            "the nightly toolchain is missing (libFuzzer needs nightly Rust's \
+                    sanitizer support); install it with `rustup toolchain install nightly`"
+                .into(),
+        );
+    }
+    if !works(&["+nightly", "fuzz", "--version"]) {
+        return Err(
+            "cargo-fuzz is missing; install it with `cargo install cargo-fuzz` \
+                    (libFuzzer itself is built from source with the C++ compiler)"
+                .into(),
+        );
+    }
+    Ok(())
+}
