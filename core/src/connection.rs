@@ -25,7 +25,7 @@ use crate::wire::{self, EmitError, Packet};
 
 /// Rare events queued between two [`Connection::poll_event`] rounds; frequent ones (published,
 /// acknowledged, rejected) are coalesced instead.
-const EVENTS: usize = 8;
+const EVENTS: usize = 4;
 
 /// Where a new connection starts, from what earlier connections left.
 #[derive(Debug, Clone, Copy)]

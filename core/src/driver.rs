@@ -40,7 +40,7 @@ const EXPIRING_RECHECK_MS: u64 = 1_000;
 const ROUNDS: usize = 16;
 
 /// Events the driver holds between two [`Driver::poll`] calls.
-const EVENTS: usize = 16;
+const EVENTS: usize = 8;
 
 /// Queued events after which a poll stops its rounds: one round adds fewer than the rest.
 const EVENT_ROOM: usize = EVENTS / 2;

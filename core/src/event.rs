@@ -7,7 +7,7 @@ use core::fmt;
 use crate::wire::{self, Malformed};
 
 /// Longest broker-supplied text kept (reason strings, assigned client ids); longer ones are cut.
-pub const TEXT_MAX: usize = 96;
+pub const TEXT_MAX: usize = 64;
 
 /// Text from the broker, bounded to [`TEXT_MAX`] bytes and with control characters replaced,
 /// so a hostile reason string can neither grow memory nor forge log lines.
