@@ -42,9 +42,6 @@ const ROUNDS: usize = 16;
 /// Events the driver holds between two [`Driver::poll`] calls.
 const EVENTS: usize = 8;
 
-/// Queued events after which a poll stops its rounds: one round adds fewer than the rest.
-const EVENT_ROOM: usize = EVENTS / 2;
-
 /// Longest deferral of a re-authentication the broker answered with AUTH 0x18.
 const REAUTH_RETRY_CAP_MS: u64 = 30_000;
 
@@ -558,8 +555,9 @@ where
             self.tokens_live(now);
             moved |= self.transmit(now);
             moved |= self.flush();
-            self.collect_events(now);
+            self.take_deferred(now);
             if self.conn.as_ref().is_some_and(Connection::is_closed) {
+                self.collect_events(now);
                 if let Some(wait) = self.disconnect_owed(now) {
                     return Ok(wait);
                 }
@@ -568,14 +566,12 @@ where
             if !moved {
                 break;
             }
-            if self.events.len() >= EVENT_ROOM {
-                // The caller drains events after each poll; more rounds would push out the
-                // oldest unread ones. Come straight back instead.
-                return Ok(wait_for(0, true, self.tx_start < self.tx_end));
-            }
             // More acknowledgements may already be waiting behind those just read.
             read = true;
         }
+        // Once per poll: the connection coalesces what is frequent (published, acknowledged),
+        // so the driver's queue holds a handful of events whatever the rounds did.
+        self.collect_events(now);
         let Some(conn) = self.conn.as_ref() else {
             return Ok(wait_for(0, false, false));
         };
@@ -818,7 +814,8 @@ where
         }
     }
 
-    fn collect_events(&mut self, now: u64) {
+    /// Schedules the retry of a re-authentication the broker deferred (AUTH 0x18).
+    fn take_deferred(&mut self, now: u64) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -829,8 +826,11 @@ where
             self.offered = None;
             self.token_dirty = true;
             let retry_in_ms = self.reauth_retry_ms;
-            let _ = self.events.push_back(Event::ReauthDeferred { retry_in_ms });
+            self.push(Event::ReauthDeferred { retry_in_ms });
         }
+    }
+
+    fn collect_events(&mut self, now: u64) {
         while let Some(event) = self.conn.as_mut().and_then(Connection::poll_event) {
             match &event {
                 Event::Reauthenticated { .. } => {
