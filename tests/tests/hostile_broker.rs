@@ -415,7 +415,8 @@ fn slowloris_connack_does_not_stretch_the_connect_timeout() {
     let closed = fake.wait_for_client_close(0, PROMPT).expect("never closed");
     let waited = closed - fake.connection(0).unwrap().accepted_at;
     assert!(
-        waited + SLACK >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT + Duration::from_secs(1),
+        // The CONNACK's last byte comes 4 s after its first: closing before that is the point.
+        waited + SLACK >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT + Duration::from_secs(2),
         "closed {waited:?} after the accept; the connect timeout is {CONNECT_TIMEOUT:?}"
     );
     wait_for_log(&publisher, "no CONNACK within the connect timeout");
@@ -459,10 +460,10 @@ fn slowloris_after_connack_ends_at_the_keepalive() {
     // link is declared lost one keepalive after the ping.
     let after_ping = closed - ping;
     assert!(
-        after_ping + SLACK >= keepalive && after_ping < keepalive + Duration::from_secs(1),
+        after_ping + SLACK >= keepalive && after_ping < keepalive + Duration::from_secs(2),
         "closed {after_ping:?} after the PINGREQ; keepalive {keepalive:?}"
     );
-    assert!(closed - log.accepted_at < Duration::from_secs(4));
+    assert!(closed - log.accepted_at < Duration::from_secs(5));
     wait_for_log(&publisher, "link lost: keepalive ping unanswered");
     assert_reconnects(&fake, &mut publisher);
 }
