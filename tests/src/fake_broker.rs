@@ -580,12 +580,27 @@ impl Conn {
                 break;
             }
         }
-        let _ = broker.shutdown(Shutdown::Write);
         finished.store(true, Ordering::Relaxed);
         let downstream = downstream
             .join()
             .unwrap_or_else(|_| Err("the broker→client thread panicked".into()));
         let _ = self.stream.shutdown(Shutdown::Write);
+        // When the broker→client side stopped first (the broker closed, or the client reset the
+        // connection under our writes because it closed with PUBACKs unread), the client's last
+        // packets, e.g. its DISCONNECT, are still in our receive queue: record and forward them
+        // until it closes (bounded, as after Step::Close).
+        let deadline = Instant::now() + CLOSE_DRAIN;
+        while result.is_ok() && !self.closed && Instant::now() < deadline && !self.shared.stopping()
+        {
+            let before = self.unconsumed.len();
+            if self.read_once().is_err() {
+                break;
+            }
+            for packet in self.unconsumed.drain(before..) {
+                let _ = broker.write_all(&packet.raw);
+            }
+        }
+        let _ = broker.shutdown(Shutdown::Write);
         result.and(downstream)
     }
 }
