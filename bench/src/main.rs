@@ -73,6 +73,9 @@ struct RunArgs {
     /// Measure throughput only (still writes the docs).
     #[arg(long)]
     only_throughput: bool,
+    /// Run only the token-rotation rows, print them and leave the docs alone.
+    #[arg(long, conflicts_with_all = ["only", "only_throughput"])]
+    only_rotation: bool,
     /// Run only the throughput rows whose label or key contains TEXT (case-insensitive), print
     /// them and leave the docs alone (e.g. `--only TLS --reps 1`).
     #[arg(long, value_name = "TEXT")]
@@ -137,6 +140,13 @@ fn run(o: RunArgs) -> anyhow::Result<()> {
         ..Results::default()
     };
 
+    if o.only_rotation {
+        results.rotation = rotations(&env, &o, &mut results.errors)?;
+        drop(broker);
+        results.meta.elapsed = began.elapsed();
+        print!("{}", report::text(&results));
+        return Ok(());
+    }
     let table = throughput_table(&o)?;
     results.throughput = throughput::measure(&env, &table, reps, o.count);
     if o.only.is_some() {
@@ -152,18 +162,7 @@ fn run(o: RunArgs) -> anyhow::Result<()> {
         println!("==> heap allocations per message (alloc-count)");
         results.allocs = allocs::measure(&env, o.count, &mut results.errors);
 
-        for scenario in rotation_scenarios(&env, o.sat_plugin.as_deref())? {
-            println!(
-                "==> token rotation, {}: 200 msg/s QoS 1, three kubelet-style rotations",
-                scenario.label
-            );
-            match rotation::measure(&env, &scenario) {
-                Ok(r) => results.rotation.push(r),
-                Err(e) => results
-                    .errors
-                    .push(format!("rotation, {}: {e:#}", scenario.label)),
-            }
-        }
+        results.rotation = rotations(&env, &o, &mut results.errors)?;
 
         println!("==> broker restart on the same port");
         match restart::measure(&env) {
@@ -277,6 +276,26 @@ fn throughput_table(o: &RunArgs) -> anyhow::Result<Vec<Client>> {
         }
     }
     Ok(table)
+}
+
+/// Every rotation scenario once; failures go to `errors`.
+fn rotations(
+    env: &Env,
+    o: &RunArgs,
+    errors: &mut Vec<String>,
+) -> anyhow::Result<Vec<report::Rotation>> {
+    let mut out = Vec::new();
+    for scenario in rotation_scenarios(env, o.sat_plugin.as_deref())? {
+        println!(
+            "==> token rotation, {}: 200 msg/s QoS 1, three kubelet-style rotations",
+            scenario.label
+        );
+        match rotation::measure(env, &scenario) {
+            Ok(r) => out.push(r),
+            Err(e) => errors.push(format!("rotation, {}: {e:#}", scenario.label)),
+        }
+    }
+    Ok(out)
 }
 
 /// The token-rotation rows. Today: `$sat`, where a rotation is a new connection. A

@@ -499,19 +499,21 @@ pub fn text(results: &Results) -> String {
             c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
         );
     };
-    let _ = writeln!(out);
-    row(&mut out, &TP_HEADER.map(str::to_owned));
-    for t in &results.throughput {
-        row(&mut out, &tp_cells(results, t));
-        for e in &t.errors {
-            let _ = writeln!(out, "    ! {e}");
+    if !results.throughput.is_empty() {
+        let _ = writeln!(out);
+        row(&mut out, &TP_HEADER.map(str::to_owned));
+        for t in &results.throughput {
+            row(&mut out, &tp_cells(results, t));
+            for e in &t.errors {
+                let _ = writeln!(out, "    ! {e}");
+            }
         }
+        let _ = writeln!(
+            out,
+            "÷ limit: QoS 0 end to end over raw's; QoS 1 publisher-side over raw at window 20"
+        );
+        let _ = writeln!(out, "{}", results.sanity());
     }
-    let _ = writeln!(
-        out,
-        "÷ limit: QoS 0 end to end over raw's; QoS 1 publisher-side over raw at window 20"
-    );
-    let _ = writeln!(out, "{}", results.sanity());
     if !results.rates.is_empty() {
         let _ = writeln!(
             out,
@@ -752,8 +754,9 @@ pub fn markdown(results: &Results) -> String {
         "\nPublisher-side is from the client's start to its exit; every client here exits right \
          after its last PUBACK at QoS 1, so that is the publisher's own rate. End to end is from \
          the client's start to the last arrival at the counting subscriber, which also verifies \
-         delivery (last column) in every run. On one machine the end-to-end QoS 1 path is bound \
-         by the broker's delivery to the subscriber, so it cannot show a publisher's limit: \
+         delivery (last column) in every run. mosquitto acknowledges a PUBLISH once it has queued \
+         it, so on one machine the end-to-end QoS 1 path can be bound by the broker's delivery to \
+         the subscriber and hide a publisher's limit (the sanity line below shows whether it did): \
          \"÷ limit\" is the publisher-side rate over the raw client's at window 20 at QoS 1, and \
          the end-to-end rate over the raw client's at QoS 0. \"window\" is what the client \
          logged where it logs one (RM: the broker's Receive Maximum, 20 on this mosquitto).\n\n\
