@@ -306,11 +306,22 @@ fn rotation_scenarios(env: &Env, sat_plugin: Option<&Path>) -> anyhow::Result<Ve
         Some(plugin) => BrokerSetup::sat_tokens_plugin(plugin, &env.file("valid-tokens"))?,
         None => BrokerSetup::any_password(),
     };
-    Ok(vec![Scenario {
-        label: "`$sat` (reconnect)".into(),
-        publisher_args: Vec::new(),
-        broker,
-    }])
+    let k8s = BrokerSetup::k8s_sat_plugin(
+        satmqtt_tests::plugin::k8s_sat_plugin(),
+        &env.file("k8s-sat-tokens"),
+    )?;
+    Ok(vec![
+        Scenario {
+            label: "`$sat` (reconnect)".into(),
+            publisher_args: Vec::new(),
+            broker,
+        },
+        Scenario {
+            label: "`K8S-SAT` (re-authentication)".into(),
+            publisher_args: vec!["--auth".into(), "k8s-sat".into()],
+            broker: k8s,
+        },
+    ])
 }
 
 /// Prints the tables and writes docs/benchmarks.md and docs/bench.svg under `root`.

@@ -67,12 +67,18 @@ impl Mosquitto {
     fn launch(&mut self) -> anyhow::Result<()> {
         let mosquitto = require_program("mosquitto");
         let dir = self.dir.path();
+        // Global options (`per_listener_settings`) must come before the listener.
+        let (global, extra): (Vec<&str>, Vec<&str>) = self
+            .extra
+            .lines()
+            .partition(|l| l.starts_with("per_listener_settings"));
         let mut config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+            "{global}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
              log_dest file {log}\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n{extra}\n",
+            global = global.iter().map(|l| format!("{l}\n")).collect::<String>(),
             port = self.port,
             log = self.log_path().display(),
-            extra = self.extra,
+            extra = extra.join("\n"),
         );
         if is_root() {
             config.push_str("user root\n");

@@ -91,6 +91,12 @@ impl Broker {
         Broker::launch(sat_token, Some(tls), false)
     }
 
+    /// [`Broker::start_tls`] with the K8S-SAT auth plugin of [`Broker::start_k8s_sat`] on both
+    /// listeners.
+    pub fn start_k8s_sat_tls(sat_token: &str, tls: &TlsListener) -> Broker {
+        Broker::launch(sat_token, Some(tls), true)
+    }
+
     fn launch(sat_token: &str, tls: Option<&TlsListener>, k8s_sat: bool) -> Broker {
         let mosquitto = require_program("mosquitto");
         let mosquitto_passwd = require_program("mosquitto_passwd");

@@ -521,7 +521,17 @@ fn the_projected_token_is_where_the_binary_reads_it() {
             assert_eq!(mount, "/var/run/secrets/tokens", "{shown}");
             let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
             assert_eq!(source["path"], "mqtt-client-token", "{shown}");
-            assert_eq!(source["audience"], "azedge-dmqtt", "{shown}");
+            // The audience follows the login scheme: AIO_SAT_FILE (without SATMQTT_AUTH)
+            // implies K8S-SAT, Azure IoT Operations' `aio-internal`; otherwise `$sat`, Azure IoT
+            // MQ's `azedge-dmqtt`.
+            let env = container_env(container);
+            let k8s_sat = env.contains_key("AIO_SAT_FILE") && !env.contains_key("SATMQTT_AUTH");
+            let audience = if k8s_sat {
+                "aio-internal"
+            } else {
+                "azedge-dmqtt"
+            };
+            assert_eq!(source["audience"], audience, "{shown}");
             assert_eq!(source["expirationSeconds"], 86400, "{shown}");
             assert_eq!(
                 format!("{mount}/{}", str_of(&source["path"], "path")),

@@ -536,9 +536,21 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
+        Host::with_broker(Broker::start_tls)
+    }
+
+    /// The broker of Azure IoT Operations: K8S-SAT enhanced authentication (the AIO SDK
+    /// variables imply it), the token admitted by the plugin.
+    fn k8s_sat() -> Host {
+        let host = Host::with_broker(Broker::start_k8s_sat_tls);
+        host.broker.allow_k8s_token(&host.token);
+        host
+    }
+
+    fn with_broker(start: fn(&str, &satmqtt_tests::TlsListener) -> Broker) -> Host {
         let pki = TestPki::new();
         let token = fake_jwt(3600);
-        let broker = Broker::start_tls(&token, &pki.listener(false));
+        let broker = start(&token, &pki.listener(false));
         let tokens = TokenDir::new();
         // The kubelet's projected volume is readable by the pod's user; a private temp dir is not.
         fs::set_permissions(tokens.dir(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -996,7 +1008,7 @@ fn the_aio_sdk_variant_of_the_deployment_runs_from_the_same_image() {
         "{:?}",
         deployment.env
     );
-    let host = Host::new();
+    let host = Host::k8s_sat();
     let pod_name = format!("mqtt-client-aio-env-{}-{}", random_hex(10), random_hex(5));
     let args = deployment.podman_args(
         &pod_name,
@@ -1013,5 +1025,19 @@ fn the_aio_sdk_variant_of_the_deployment_runs_from_the_same_image() {
     let sent = stop_like_the_kubelet(&engine, &host, &pod, &pod_name, &deployment);
     assert!(sent >= 20, "sent {sent}");
     assert_eq!(host.broker.events().connects(&pod_name).len(), 1);
+    // AIO_SAT_FILE implies K8S-SAT: the plugin, not the password file, let the pod in.
+    let decisions = host.broker.events().k8s_sat_decisions();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.client_id == pod_name && d.accepted),
+        "{decisions:?}\n{}",
+        pod.logs()
+    );
+    assert!(
+        pod.logs().contains("login scheme k8s-sat"),
+        "{}",
+        pod.logs()
+    );
     assert_no_token_leak("the container's log", &pod.logs(), &host.token);
 }

@@ -91,6 +91,30 @@ impl BrokerSetup {
         })
     }
 
+    /// tests/plugin/k8s_sat_auth.c compiled to `plugin`: method `K8S-SAT` with any token in
+    /// `tokens_dir` (old and new both valid during a rotation); others connect anonymously.
+    pub fn k8s_sat_plugin(plugin: &Path, tokens_dir: &Path) -> anyhow::Result<BrokerSetup> {
+        fs::create_dir_all(tokens_dir)
+            .with_context(|| format!("creating {}", tokens_dir.display()))?;
+        let dir: PathBuf = tokens_dir.to_path_buf();
+        let issued = std::sync::atomic::AtomicUsize::new(0);
+        Ok(BrokerSetup {
+            method: "auth plugin tests/plugin/k8s_sat_auth.c: `K8S-SAT` with any token issued so \
+                     far"
+            .into(),
+            config: format!(
+                "per_listener_settings false\nplugin {}\nplugin_opt_tokens_dir {}\n",
+                plugin.display(),
+                tokens_dir.display()
+            ),
+            admit: Box::new(move |token| {
+                let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let path = dir.join(format!("token-{n}"));
+                fs::write(&path, token).with_context(|| format!("writing {}", path.display()))
+            }),
+        })
+    }
+
     /// A broker that accepts any user and password (`allow_anonymous true`, no password file):
     /// the fallback when the plugin is not available. Tokens are not checked at all.
     pub fn any_password() -> BrokerSetup {
