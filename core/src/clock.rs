@@ -26,11 +26,6 @@ where
         }
     }
 
-    /// The wrapped clock.
-    pub fn clock(&self) -> &C {
-        &self.clock
-    }
-
     /// Milliseconds since the first call; a clock error leaves time standing still.
     pub fn now_ms(&self) -> u64 {
         if let Ok(now) = self.clock.try_now() {

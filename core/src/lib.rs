@@ -21,13 +21,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backoff;
-pub mod clock;
-pub mod config;
+mod backoff;
+mod clock;
+mod config;
+mod driver;
+mod event;
+mod token;
+
+/// Engine internals, public for fuzzing and for firmware that writes its own driver: one
+/// connection as a sans-IO state machine. Programs use [`Driver`].
 pub mod connection;
-pub mod driver;
-pub mod event;
-pub mod token;
+/// Engine internals, public for tests and fuzzing: MQTT v5 packets, checked parse and exact emit.
 pub mod wire;
 
 #[cfg(test)]
@@ -36,11 +40,13 @@ mod tests;
 pub use backoff::BackoffConfig;
 pub use config::{
     Auth, Config, ConfigError, Field, Qos, DEFAULT_WINDOW_CAP, K8S_SAT_METHOD, MAX_CLIENT_ID,
-    MAX_TOKEN_LEN, SAT_USER,
+    MAX_INTERVAL_MS, MAX_PREFIX, MAX_TOKEN_LEN, SAT_USER,
 };
 pub use connection::Connection;
-pub use driver::{tx_len, Buffers, Driver, DriverError, Ready, Status, Token, TokenSource, RX_MIN};
+pub use driver::{
+    tx_len, Buffers, Driver, DriverError, Ready, Status, Token, TokenSource, EXPIRY_GUARD_S, RX_MIN,
+};
 pub use embedded_nal;
 pub use embedded_time;
-pub use event::{End, Event, Progress, ProtocolError, Text};
+pub use event::{kind_name, End, Event, Progress, ProtocolError, Text, TEXT_MAX};
 pub use token::{freshness, Freshness, TokenTimes};

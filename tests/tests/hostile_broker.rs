@@ -498,9 +498,11 @@ fn a_256_kib_connack_property_block_is_refused_by_its_header() {
     assert_eq!(client_disconnect_reason(&fake, 0, &publisher), 0x95);
     wait_for_log(&publisher, "over our Maximum Packet Size");
     let after = vm_hwm_kib(publisher.id());
+    // Buffering the packet would cost at least its 256 KiB; what is left is page-touch noise
+    // (log formatting, the token file re-read before the reconnect).
     assert!(
-        after < before + 128,
-        "peak memory grew from {before} KiB to {after} KiB"
+        after < before + 256,
+        "peak memory grew from {before} KiB to {after} KiB: the packet was buffered"
     );
     assert_reconnects(&fake, &mut publisher);
 }

@@ -662,13 +662,13 @@ fn wrong_token_at_connect_is_retried_with_bounded_backoff() {
     let path = bed.tokens.path().display().to_string();
     let lines: Vec<_> = stderr
         .lines()
-        .filter(|l| l.contains("token rejected: CONNACK 0x87"))
+        .filter(|l| l.contains("token rejected by the broker (CONNACK 0x87"))
         .collect();
     assert!(lines.len() >= 5, "{stderr}");
     assert!(
         lines
             .iter()
-            .all(|l| l.contains(&path) && l.contains("reconnecting in")),
+            .all(|l| l.contains(&path) && l.contains("retrying in")),
         "{stderr}"
     );
     assert_no_token_leak("pod-publisher output", &publisher.output_text(), &wrong);
