@@ -37,6 +37,7 @@
 
 pub mod bed;
 pub mod broker;
+pub mod deploy;
 pub mod proxy;
 pub mod publisher;
 pub mod sequence;
