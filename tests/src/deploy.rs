@@ -54,10 +54,20 @@ pub fn deploy_dir() -> PathBuf {
     repo().join("deploy")
 }
 
-/// Every manifest: the top-level resources and the examples.
+/// `deploy/base/`: the manifests `deploy/` and its overlays build on.
+pub fn base_dir() -> PathBuf {
+    deploy_dir().join("base")
+}
+
+/// `deploy/aio/`: the Azure IoT Operations overlay.
+pub fn aio_dir() -> PathBuf {
+    deploy_dir().join("aio")
+}
+
+/// Every manifest: the base resources and the examples.
 pub fn manifest_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in [deploy_dir(), deploy_dir().join("examples")] {
+    for dir in [base_dir(), deploy_dir().join("examples")] {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");

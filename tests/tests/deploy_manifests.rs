@@ -34,7 +34,7 @@ fn the_validator_rejects_a_broken_manifest() {
     // So that a passing validation means something: an unknown field (strict), and a kind
     // that does not exist (only a warning, which assert_valid turns into a failure).
     let dir = TempDir::new().unwrap();
-    let deployment = fs::read_to_string(deploy_dir().join("deployment.yaml")).unwrap();
+    let deployment = fs::read_to_string(base_dir().join("deployment.yaml")).unwrap();
     let typo = dir.path().join("typo.yaml");
     fs::write(
         &typo,
@@ -62,19 +62,20 @@ fn the_validator_rejects_a_broken_manifest() {
 
 #[test]
 fn the_kustomization_lists_every_resource_and_renders_valid_objects() {
-    let kustomization = yaml_documents(&deploy_dir().join("kustomization.yaml"));
-    let listed: BTreeSet<String> = kustomization[0]["resources"]
-        .as_array()
-        .unwrap()
+    let base = yaml_documents(&base_dir().join("kustomization.yaml"));
+    let listed: BTreeSet<String> = resources(&base[0]);
+    let files: BTreeSet<String> = manifest_files()
         .iter()
-        .map(|r| str_of(r, "resource").to_owned())
-        .collect();
-    let top_level: BTreeSet<String> = manifest_files()
-        .iter()
-        .filter(|f| f.parent() == Some(deploy_dir().as_path()))
+        .filter(|f| f.parent() == Some(base_dir().as_path()))
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(listed, top_level, "deploy/kustomization.yaml resources");
+    assert_eq!(listed, files, "deploy/base/kustomization.yaml resources");
+    let top = yaml_documents(&deploy_dir().join("kustomization.yaml"));
+    assert_eq!(
+        resources(&top[0]),
+        BTreeSet::from(["base".to_owned()]),
+        "deploy/kustomization.yaml"
+    );
 
     let dir = TempDir::new().unwrap();
     let rendered = kustomize(&deploy_dir(), &dir);
@@ -98,6 +99,164 @@ fn the_kustomization_lists_every_resource_and_renders_valid_objects() {
     for version in KUBERNETES_VERSIONS {
         assert_valid(std::slice::from_ref(&rendered), docs.len(), version);
     }
+}
+
+fn resources(kustomization: &Value) -> BTreeSet<String> {
+    kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "resource").to_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Azure IoT Operations overlay.
+
+/// The token path the AIO overlay's pod reads.
+const AIO_TOKEN: &str = "/var/run/secrets/tokens/mqtt-client-token";
+
+/// `kubectl kustomize deploy/aio/`: the rendered file and its documents.
+fn aio_rendered(dir: &TempDir) -> (std::path::PathBuf, Vec<Value>) {
+    let rendered = kustomize(&aio_dir(), dir);
+    let docs = yaml_documents(&rendered);
+    (rendered, docs)
+}
+
+#[test]
+fn the_aio_overlay_renders_valid_objects_in_the_aio_namespace() {
+    let dir = TempDir::new().unwrap();
+    let (rendered, docs) = aio_rendered(&dir);
+    let objects: BTreeSet<(&str, &str, &str)> = docs
+        .iter()
+        .map(|d| {
+            (
+                str_of(&d["kind"], "kind"),
+                str_of(&d["metadata"]["name"], "name"),
+                str_of(&d["metadata"]["namespace"], "namespace"),
+            )
+        })
+        .collect();
+    // The trust bundle ConfigMap exists only there, and a pod mounts ConfigMaps of its own
+    // namespace.
+    assert_eq!(
+        objects,
+        BTreeSet::from([
+            ("Deployment", "mqtt-client", "azure-iot-operations"),
+            ("ServiceAccount", "mqtt-client", "azure-iot-operations")
+        ])
+    );
+    for version in KUBERNETES_VERSIONS {
+        assert_valid(std::slice::from_ref(&rendered), docs.len(), version);
+    }
+}
+
+#[test]
+fn the_aio_overlay_logs_in_with_k8s_sat_and_an_aio_internal_token() {
+    let dir = TempDir::new().unwrap();
+    let (_, docs) = aio_rendered(&dir);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let spec = pod_spec(deployment).unwrap();
+    let container = &containers(spec)[0];
+    let env = container_env(container);
+    assert_eq!(env.get("SATMQTT_AUTH").map(String::as_str), Some("k8s-sat"));
+    assert_eq!(env.get("AIO_SAT_FILE").map(String::as_str), Some(AIO_TOKEN));
+    assert!(
+        !env.contains_key("SATMQTT_TOKEN_FILE"),
+        "the token path comes from AIO_SAT_FILE alone"
+    );
+    let (mount, read_only, volume) = mounts(spec, container)
+        .into_iter()
+        .find(|(path, _, _)| AIO_TOKEN.starts_with(&format!("{path}/")))
+        .unwrap_or_else(|| panic!("nothing is mounted at {AIO_TOKEN}"));
+    assert!(read_only);
+    let sources = volume["projected"]["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    let token = &sources[0]["serviceAccountToken"];
+    assert_eq!(token["audience"], "aio-internal");
+    assert_eq!(token["expirationSeconds"], 86400);
+    assert_eq!(
+        format!("{mount}/{}", str_of(&token["path"], "path")),
+        AIO_TOKEN
+    );
+}
+
+#[test]
+fn the_aio_overlay_trusts_the_aio_ca_bundle_on_the_default_listener() {
+    let dir = TempDir::new().unwrap();
+    let (_, docs) = aio_rendered(&dir);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let spec = pod_spec(deployment).unwrap();
+    let container = &containers(spec)[0];
+    let env = container_env(container);
+    let get = |name: &str| env.get(name).map(String::as_str);
+    assert_eq!(get("SATMQTT_HOST"), Some("aio-broker"));
+    assert_eq!(get("SATMQTT_PORT"), Some("18883"));
+    assert_eq!(get("SATMQTT_TLS"), Some("true"));
+    let ca_file = get("SATMQTT_CA_FILE").expect("SATMQTT_CA_FILE");
+    let (mount, read_only, volume) = mounts(spec, container)
+        .into_iter()
+        .find(|(path, _, _)| ca_file.starts_with(&format!("{path}/")))
+        .unwrap_or_else(|| panic!("nothing is mounted at {ca_file}"));
+    assert!(read_only);
+    let config_map = &volume["configMap"];
+    assert_eq!(
+        config_map["name"],
+        "azure-iot-operations-aio-ca-trust-bundle"
+    );
+    let item = &config_map["items"][0];
+    assert_eq!(item["key"], "ca.crt");
+    assert_eq!(
+        format!("{mount}/{}", str_of(&item["path"], "path")),
+        ca_file
+    );
+}
+
+#[test]
+fn the_binary_reads_the_aio_overlays_environment() {
+    let dir = TempDir::new().unwrap();
+    let (_, docs) = aio_rendered(&dir);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = container_env(&containers(pod_spec(deployment).unwrap())[0]);
+    let run = run_with_manifest_env(&env);
+    // Past the configuration, stopped by the missing token: exit 2, naming its path.
+    assert_eq!(run.status.code(), Some(2), "{}", run.log);
+    let configuration = configuration(&env);
+    assert_eq!(
+        setting(&configuration, "token file"),
+        AIO_TOKEN,
+        "{configuration}"
+    );
+    assert!(
+        configuration.contains(&format!("token file {AIO_TOKEN} (AIO_SAT_FILE)")),
+        "{configuration}"
+    );
+    assert_eq!(setting(&configuration, "CA file"), "/var/run/certs/ca.crt");
+    assert!(run.log.contains(AIO_TOKEN), "{}", run.log);
+}
+
+/// Fails until the binary has `--auth` (env `SATMQTT_AUTH`): the overlay depends on it.
+#[test]
+fn the_aio_overlay_names_only_variables_the_binary_knows() {
+    let help = help();
+    let dir = TempDir::new().unwrap();
+    let (_, docs) = aio_rendered(&dir);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = container_env(&containers(pod_spec(deployment).unwrap())[0]);
+    for name in env.keys() {
+        let known = help.env_flags.contains_key(name)
+            || help.aio.contains(name)
+            || name == "POD_NAME" && help.text.contains("$POD_NAME");
+        assert!(
+            known,
+            "deploy/aio: env {name} is not in `pod-publisher --help`"
+        );
+    }
+    assert_eq!(
+        help.env_flags.get("SATMQTT_AUTH").map(String::as_str),
+        Some("--auth"),
+        "SATMQTT_AUTH must stand for --auth"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +346,7 @@ fn the_projected_token_is_where_the_binary_reads_it() {
 
 #[test]
 fn the_deployment_gives_every_replica_its_own_client_id() {
-    let docs = yaml_documents(&deploy_dir().join("deployment.yaml"));
+    let docs = yaml_documents(&base_dir().join("deployment.yaml"));
     let spec = pod_spec(&docs[0]).unwrap();
     let env = container_env(&containers(spec)[0]);
     assert_eq!(
@@ -232,7 +391,7 @@ fn with_tls_the_ca_bundle_comes_from_a_mounted_config_map() {
 
 #[test]
 fn the_liveness_probe_checks_the_heartbeat_on_a_writable_volume_with_enough_slack() {
-    let docs = yaml_documents(&deploy_dir().join("deployment.yaml"));
+    let docs = yaml_documents(&base_dir().join("deployment.yaml"));
     let spec = pod_spec(&docs[0]).unwrap();
     let container = &containers(spec)[0];
     let env = container_env(container);
