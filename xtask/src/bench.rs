@@ -8,6 +8,7 @@
 //! installed), a release build of `pod-publisher` and the bench binaries, then the run. Extra
 //! arguments are passed to `satmqtt-bench run` (see bench/src/main.rs).
 
+use anyhow::{anyhow, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,7 +20,7 @@ use crate::install;
 /// Where Debian's libpaho-mqtt-dev puts the synchronous client's header.
 const PAHO_HEADER: &str = "/usr/include/MQTTClient.h";
 
-pub fn run(extra: &[&str]) -> Result<(), String> {
+pub fn run(extra: &[String]) -> anyhow::Result<()> {
     install::ensure(install::MOSQUITTO)?;
     let mut notes = Vec::new();
     let mut wanted = Vec::new();
@@ -79,10 +80,10 @@ pub fn run(extra: &[&str]) -> Result<(), String> {
 }
 
 /// apt-get install, as root only; an error says what to run otherwise.
-fn apt_install(packages: &[&str]) -> Result<(), String> {
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let list = packages.join(" ");
     if !is_root() || find_program("apt-get").is_none() {
-        return Err(format!(
+        return Err(anyhow!(
             "not root or no apt-get: run `apt-get install -y {list}`"
         ));
     }
@@ -103,18 +104,18 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
 }
 
 /// Compiles bench/c/paho_pub.c against the system's Paho C; returns the executable.
-fn compile_paho() -> Result<PathBuf, String> {
+fn compile_paho() -> anyhow::Result<PathBuf> {
     if !Path::new(PAHO_HEADER).exists() {
-        return Err(format!(
+        return Err(anyhow!(
             "{PAHO_HEADER} missing (Debian package libpaho-mqtt-dev)"
         ));
     }
-    let gcc = find_program("gcc").ok_or("gcc is not installed")?;
+    let gcc = find_program("gcc").context("gcc is not installed")?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cmd::root().join("target"));
     let dir = target.join("bench");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
     let out = dir.join("paho-pub");
     cmd::run(
         Command::new(gcc)
