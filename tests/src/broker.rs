@@ -91,6 +91,15 @@ impl Broker {
         Broker::launch(sat_token, Some(tls), false)
     }
 
+    /// [`Broker::start_tls`] and [`Broker::start_k8s_sat`] together: the TLS listener, and the
+    /// K8S-SAT plugin on both listeners.
+    ///
+    /// # Panics
+    /// As [`Broker::start_tls`] and [`Broker::start_k8s_sat`].
+    pub fn start_tls_k8s_sat(sat_token: &str, tls: &TlsListener) -> Broker {
+        Broker::launch(sat_token, Some(tls), true)
+    }
+
     fn launch(sat_token: &str, tls: Option<&TlsListener>, k8s_sat: bool) -> Broker {
         let mosquitto = require_program("mosquitto");
         let mosquitto_passwd = require_program("mosquitto_passwd");
