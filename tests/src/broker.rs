@@ -91,9 +91,12 @@ impl Broker {
         Broker::launch(sat_token, Some(tls), false)
     }
 
-    /// [`Broker::start_tls`] with the K8S-SAT auth plugin of [`Broker::start_k8s_sat`] on both
-    /// listeners.
-    pub fn start_k8s_sat_tls(sat_token: &str, tls: &TlsListener) -> Broker {
+    /// [`Broker::start_tls`] and [`Broker::start_k8s_sat`] together: the TLS listener, and the
+    /// K8S-SAT plugin on both listeners.
+    ///
+    /// # Panics
+    /// As [`Broker::start_tls`] and [`Broker::start_k8s_sat`].
+    pub fn start_tls_k8s_sat(sat_token: &str, tls: &TlsListener) -> Broker {
         Broker::launch(sat_token, Some(tls), true)
     }
 

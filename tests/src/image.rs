@@ -19,11 +19,11 @@ use serde_json::Value;
 use crate::tools::find_program;
 use crate::wait::wait_until;
 
-/// The tag `cargo xtask image` gives the image by default: the name deploy/deployment.yaml uses
+/// The tag `cargo xtask image` gives the image by default: the name deploy/base/deployment.yaml uses
 /// (`satmqtt/pod-publisher:0.1.0`), spelled out with its registry so that podman does not file it
 /// under `localhost/`, which a cluster loading the saved archive would not match.
 pub const DEFAULT_TAG: &str = "docker.io/satmqtt/pod-publisher:0.1.0";
-/// The image's numeric user and group: distroless "nonroot", the Deployment's `runAsUser`.
+/// The image's numeric user and group (distroless's "nonroot" uid), the Deployment's `runAsUser`.
 pub const USER: &str = "65532:65532";
 /// The binary's path in the image, and the entrypoint.
 pub const BINARY_PATH: &str = "/pod-publisher";

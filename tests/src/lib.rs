@@ -43,6 +43,7 @@
 
 pub mod bed;
 pub mod broker;
+pub mod deploy;
 pub mod fake_broker;
 pub mod image;
 pub mod mqtt;

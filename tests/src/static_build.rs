@@ -1,5 +1,5 @@
 //! The static `pod-publisher` build of deploy/Dockerfile, shared by `cargo xtask test`'s `static`
-//! step and tests/tests/deploy.rs so both run the very same build (the second is then a no-op).
+//! step and tests/tests/deploy_static_binary.rs so both run the very same build (the second is then a no-op).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -8,10 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use satmqtt_test_pki::{Ca, Purpose, Validity};
 use tempfile::TempDir;
 
 /// The names in the server certificate.
@@ -63,21 +60,16 @@ impl TestPki {
             fs::write(dir.path().join(name), pem).unwrap_or_else(|e| panic!("writing {name}: {e}"))
         };
 
-        let (ca_pem, ca) = new_ca("satmqtt test CA");
-        write("ca.crt", &ca_pem);
-        let (other_pem, _) = new_ca("unrelated test CA");
-        write("other-ca.crt", &other_pem);
+        let ca = Ca::new("satmqtt test CA");
+        write("ca.crt", &ca.pem);
+        write("other-ca.crt", &Ca::new("unrelated test CA").pem);
 
-        let (cert, key) = new_leaf(&ca, SERVER_NAMES, ExtendedKeyUsagePurpose::ServerAuth);
-        write("server.crt", &cert);
-        write("server.key", &key);
-        let (cert, key) = new_leaf(
-            &ca,
-            &["satmqtt-client"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        write("client.crt", &cert);
-        write("client.key", &key);
+        let server = ca.leaf(SERVER_NAMES, Purpose::Server, Validity::Current);
+        write("server.crt", &server.cert_pem);
+        write("server.key", &server.key_pem);
+        let client = ca.leaf(&["satmqtt-client"], Purpose::Client, Validity::Current);
+        write("client.crt", &client.cert_pem);
+        write("client.key", &client.key_pem);
         TestPki { dir }
     }
 
@@ -121,34 +113,6 @@ impl Default for TestPki {
     fn default() -> Self {
         TestPki::new()
     }
-}
-
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::new()).expect("CA parameters");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("CA certificate");
-    (cert.pem(), Issuer::new(params, key))
-}
-
-fn new_leaf(
-    ca: &Issuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let mut params = CertificateParams::new(names.clone()).expect("certificate parameters");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, &names[0]);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, ca).expect("certificate");
-    (cert.pem(), key.serialize_pem())
 }
 
 #[cfg(test)]

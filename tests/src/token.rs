@@ -183,32 +183,9 @@ fn random_digits(n: usize) -> String {
 
 /// `YYYY_MM_DD_HH_MM_SS` in UTC, the kubelet's timestamp directory format.
 fn utc_timestamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}_{m:02}_{d:02}_{:02}_{:02}_{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    // `YYYY-MM-DDTHH:MM:SSZ` with the kubelet's separators.
+    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    rfc3339.trim_end_matches('Z').replace(['-', 'T', ':'], "_")
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The container image, built offline as `cargo xtask image` builds it, and run the way
-//! deploy/deployment.yaml runs it:
+//! deploy/base/deployment.yaml runs it:
 //!
 //! - its final layout (files, modes, owners, user, entrypoint) is the one deploy/Dockerfile's final
 //!   stage describes, read from the image itself (`podman image inspect`, `podman save`);
@@ -15,9 +15,8 @@
 //! - deploy/examples/aio-sdk-env.yaml (`AIO_*` variables only) runs from the same image;
 //! - the CA bundle in the image is the trust store for `--tls` without `--ca-file`.
 //!
-//! Needs root, podman and runc (`apt-get install -y podman runc`), mosquitto, and python3 with
-//! PyYAML (from `kubernetes-validate`, as tests/tests/deploy.rs) to read the manifest. A missing
-//! one fails the test, naming it.
+//! Needs root, podman and runc (`apt-get install -y podman runc`) and mosquitto. A missing one
+//! fails the test, naming it.
 //!
 //! Host-specific podman flags, none of which a cluster needs: `--runtime runc --cgroup-manager
 //! cgroupfs` (crun, Debian's default, refuses hybrid cgroup hierarchies), `--ulimit
@@ -33,12 +32,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use satmqtt_tests::deploy::{self, repo};
 use satmqtt_tests::image::{self, Engine, EngineKind, EntryKind, ImageConfig};
 use satmqtt_tests::static_build;
 use satmqtt_tests::tools::{find_program, is_root, random_hex};
 use satmqtt_tests::wait::wait_until;
 use satmqtt_tests::{
-    assert_no_token_leak, fake_jwt, Broker, Sequence, Subscriber, TestPki, TokenDir,
+    assert_no_token_leak, fake_jwt, Broker, Sequence, Subscriber, TestPki, TlsListener, TokenDir,
 };
 use serde_json::Value;
 
@@ -52,13 +52,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
 const TOPIC: &str = "sampletopic";
 const PREFIX: &str = "samplepayload";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 // ---------------------------------------------------------------------------------------------
 // podman, the image, a container.
@@ -321,14 +314,11 @@ fn dockerfile_final_stage() -> FinalStage {
 }
 
 // ---------------------------------------------------------------------------------------------
-// deploy/deployment.yaml, through PyYAML (tests/tests/deploy.rs does the same).
+// deploy/base/deployment.yaml, read with serde_yaml_ng (`satmqtt_tests::deploy`, as the deploy
+// tests read it).
 
-const YAML_TO_JSON: &str = "import json, sys, yaml\n\
-with open(sys.argv[1]) as f:\n    docs = [d for d in yaml.safe_load_all(f) if d is not None]\n\
-json.dump(docs, sys.stdout)\n";
-
-/// The manifest shipped as deploy/deployment.yaml.
-const DEPLOYMENT: &str = "deploy/deployment.yaml";
+/// The manifest shipped as deploy/base/deployment.yaml.
+const DEPLOYMENT: &str = "deploy/base/deployment.yaml";
 /// The same Deployment configured with Azure IoT Operations SDK variables only.
 const AIO_DEPLOYMENT: &str = "deploy/examples/aio-sdk-env.yaml";
 /// Variables naming the broker host, port and CA file, in either spelling.
@@ -338,27 +328,14 @@ const CA_VARS: &[&str] = &["SATMQTT_CA_FILE", "AIO_TLS_CA_FILE"];
 
 /// The pod spec of the Deployment in `manifest` (relative to the repository).
 fn deployment_pod_spec(manifest: &str) -> Value {
-    let python = find_program("python3").unwrap_or_else(|| {
-        panic!(
-            "`python3` is not installed; it reads {manifest} \
-             (apt-get install -y python3 python3-pip)"
-        )
-    });
-    let path = repo().join(manifest);
-    let output = run(Command::new(python).args(["-c", YAML_TO_JSON]).arg(&path));
-    assert!(
-        output.status.success(),
-        "reading {} as YAML failed (PyYAML comes with kubernetes-validate: python3 -m pip install \
-         'kubernetes-validate==1.37.0'):\n{}",
-        path.display(),
-        text(&output.stderr)
-    );
-    let docs: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let docs = deploy::yaml_documents(&repo().join(manifest));
     let deployment = docs
-        .into_iter()
+        .iter()
         .find(|d| d["kind"] == "Deployment")
         .unwrap_or_else(|| panic!("no Deployment in {manifest}"));
-    deployment["spec"]["template"]["spec"].clone()
+    deploy::pod_spec(deployment)
+        .unwrap_or_else(|| panic!("{manifest}: the Deployment has no pod spec"))
+        .clone()
 }
 
 /// How a Deployment's pod runs, translated into podman's terms for a broker on this host.
@@ -539,15 +516,14 @@ impl Host {
         Host::with_broker(Broker::start_tls)
     }
 
-    /// The broker of Azure IoT Operations: K8S-SAT enhanced authentication (the AIO SDK
-    /// variables imply it), the token admitted by the plugin.
+    /// A host whose broker also speaks K8S-SAT (the AIO default login) and accepts the token.
     fn k8s_sat() -> Host {
-        let host = Host::with_broker(Broker::start_k8s_sat_tls);
+        let host = Host::with_broker(Broker::start_tls_k8s_sat);
         host.broker.allow_k8s_token(&host.token);
         host
     }
 
-    fn with_broker(start: fn(&str, &satmqtt_tests::TlsListener) -> Broker) -> Host {
+    fn with_broker(start: fn(&str, &TlsListener) -> Broker) -> Host {
         let pki = TestPki::new();
         let token = fake_jwt(3600);
         let broker = start(&token, &pki.listener(false));
@@ -1008,6 +984,7 @@ fn the_aio_sdk_variant_of_the_deployment_runs_from_the_same_image() {
         "{:?}",
         deployment.env
     );
+    // A token path from AIO_SAT_FILE means K8S-SAT, as in the AIO SDKs.
     let host = Host::k8s_sat();
     let pod_name = format!("mqtt-client-aio-env-{}-{}", random_hex(10), random_hex(5));
     let args = deployment.podman_args(
@@ -1025,19 +1002,12 @@ fn the_aio_sdk_variant_of_the_deployment_runs_from_the_same_image() {
     let sent = stop_like_the_kubelet(&engine, &host, &pod, &pod_name, &deployment);
     assert!(sent >= 20, "sent {sent}");
     assert_eq!(host.broker.events().connects(&pod_name).len(), 1);
-    // AIO_SAT_FILE implies K8S-SAT: the plugin, not the password file, let the pod in.
-    let decisions = host.broker.events().k8s_sat_decisions();
+    let logins = host.broker.events().k8s_sat_decisions();
     assert!(
-        decisions
+        logins
             .iter()
-            .any(|d| d.client_id == pod_name && d.accepted),
-        "{decisions:?}\n{}",
-        pod.logs()
-    );
-    assert!(
-        pod.logs().contains("login scheme k8s-sat"),
-        "{}",
-        pod.logs()
+            .any(|d| !d.reauth && d.accepted && d.client_id == pod_name && d.method == "K8S-SAT"),
+        "no K8S-SAT login by {pod_name}: {logins:?}"
     );
     assert_no_token_leak("the container's log", &pod.logs(), &host.token);
 }

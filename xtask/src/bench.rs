@@ -9,6 +9,7 @@
 //! measured the weaker way, when it cannot be installed), a release build of `pod-publisher` and the bench binaries, then the run. Extra
 //! arguments are passed to `satmqtt-bench run` (see bench/src/main.rs).
 
+use anyhow::{anyhow, bail, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +25,7 @@ const PLUGIN_HEADER: &str = "/usr/include/mosquitto_plugin.h";
 /// libmosquitto's header, which the plugin API includes (Debian package libmosquitto-dev).
 const LIBMOSQUITTO_HEADER: &str = "/usr/include/mosquitto.h";
 
-pub fn run(extra: &[&str]) -> Result<(), String> {
+pub fn run(extra: &[String]) -> anyhow::Result<()> {
     install::ensure(install::MOSQUITTO)?;
     let mut notes = Vec::new();
     let mut wanted = Vec::new();
@@ -102,10 +103,10 @@ pub fn run(extra: &[&str]) -> Result<(), String> {
 }
 
 /// apt-get install, as root only; an error says what to run otherwise.
-fn apt_install(packages: &[&str]) -> Result<(), String> {
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let list = packages.join(" ");
     if !is_root() || find_program("apt-get").is_none() {
-        return Err(format!(
+        return Err(anyhow!(
             "not root or no apt-get: run `apt-get install -y {list}`"
         ));
     }
@@ -126,26 +127,26 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
 }
 
 /// `target/bench`, where the C programs go.
-fn c_out_dir() -> Result<PathBuf, String> {
+fn c_out_dir() -> anyhow::Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cmd::root().join("target"));
     let dir = target.join("bench");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
 /// Compiles bench/c/sat_tokens_auth.c into a mosquitto plugin; returns the shared object.
-fn compile_sat_plugin() -> Result<PathBuf, String> {
+fn compile_sat_plugin() -> anyhow::Result<PathBuf> {
     for (header, package) in [
         (PLUGIN_HEADER, "mosquitto-dev"),
         (LIBMOSQUITTO_HEADER, "libmosquitto-dev"),
     ] {
         if !Path::new(header).exists() {
-            return Err(format!("{header} missing (Debian package {package})"));
+            bail!("{header} missing (Debian package {package})");
         }
     }
-    let gcc = find_program("gcc").ok_or("gcc is not installed")?;
+    let gcc = find_program("gcc").context("gcc is not installed")?;
     let out = c_out_dir()?.join("sat_tokens_auth.so");
     cmd::run(
         Command::new(gcc)
@@ -157,13 +158,13 @@ fn compile_sat_plugin() -> Result<PathBuf, String> {
 }
 
 /// Compiles bench/c/paho_pub.c against the system's Paho C; returns the executable.
-fn compile_paho() -> Result<PathBuf, String> {
+fn compile_paho() -> anyhow::Result<PathBuf> {
     if !Path::new(PAHO_HEADER).exists() {
-        return Err(format!(
+        return Err(anyhow!(
             "{PAHO_HEADER} missing (Debian package libpaho-mqtt-dev)"
         ));
     }
-    let gcc = find_program("gcc").ok_or("gcc is not installed")?;
+    let gcc = find_program("gcc").context("gcc is not installed")?;
     let dir = c_out_dir()?;
     let out = dir.join("paho-pub");
     cmd::run(

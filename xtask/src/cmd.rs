@@ -1,5 +1,6 @@
 //! Running commands from the workspace root, visibly.
 
+use anyhow::anyhow;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -35,16 +36,16 @@ pub fn display(command: &Command) -> String {
 }
 
 /// Runs `command` with inherited stdio after printing it; an error if it fails.
-pub fn run(command: &mut Command) -> Result<(), String> {
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = display(command);
     println!("$ {shown}");
     let status = command
         .status()
-        .map_err(|e| format!("could not run `{shown}`: {e}"))?;
+        .map_err(|e| anyhow!("could not run `{shown}`: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`{shown}` failed ({status})"))
+        Err(anyhow!("`{shown}` failed ({status})"))
     }
 }
 

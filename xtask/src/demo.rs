@@ -6,6 +6,7 @@
 //! exactly `samplepayload0 ..= samplepayload9`, in order. Broker, subscriber and publisher are
 //! stopped and the temp dirs removed on every exit path (drop guards).
 
+use anyhow::anyhow;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ const COUNT: u64 = 10;
 /// 10 messages 200 ms apart take 2 s; the rest is margin for a slow machine.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn run() -> Result<(), String> {
+pub fn run() -> anyhow::Result<()> {
     install::ensure(install::MOSQUITTO)?;
 
     println!("==> building pod-publisher (release)");
@@ -69,12 +70,12 @@ pub fn run() -> Result<(), String> {
     println!("==> publisher log ($ {}):", cmd::display(&publisher));
     let child = publisher
         .spawn()
-        .map_err(|e| format!("could not start pod-publisher: {e}"))?;
+        .map_err(|e| anyhow!("could not start pod-publisher: {e}"))?;
     let mut publisher = ChildGuard(child);
     let status = wait_until(PUBLISH_TIMEOUT, || publisher.0.try_wait().ok().flatten())
-        .ok_or_else(|| format!("pod-publisher did not finish within {PUBLISH_TIMEOUT:?}"))?;
+        .ok_or_else(|| anyhow!("pod-publisher did not finish within {PUBLISH_TIMEOUT:?}"))?;
     if !status.success() {
-        return Err(format!(
+        return Err(anyhow!(
             "pod-publisher failed ({status}); broker log: {}",
             broker.log_path().display()
         ));
@@ -87,7 +88,7 @@ pub fn run() -> Result<(), String> {
     }
     let sequence = Sequence::parse("samplepayload", &payloads);
     if !sequence.is_contiguous(0, COUNT) {
-        return Err(sequence.report(0, COUNT));
+        return Err(anyhow!(sequence.report(0, COUNT)));
     }
     println!(
         "==> demo OK: samplepayload0 ..= samplepayload{} arrived in order, once each",

@@ -9,40 +9,22 @@
 
 use std::process::{Command, Stdio};
 
+use anyhow::{bail, Context as _};
+
 use crate::cmd;
 
 /// The targets, as named in `fuzz/Cargo.toml`.
 pub const TARGETS: [&str; 3] = ["wire_parse", "connection", "token"];
 
-const DEFAULT_SECONDS: u64 = 60;
+/// How long each target runs when `--seconds` is not given.
+pub const DEFAULT_SECONDS: u64 = 60;
 
-/// Parses `[--seconds N] [TARGET]` and runs the fuzzers.
-pub fn run(args: &[&str]) -> Result<(), String> {
-    let mut seconds = DEFAULT_SECONDS;
-    let mut targets: Vec<&str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match *arg {
-            "--seconds" => {
-                let value = it.next().ok_or("--seconds needs a number")?;
-                seconds = value
-                    .parse()
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or(format!("--seconds {value}: not a positive whole number"))?;
-            }
-            name if TARGETS.contains(&name) => targets.push(name),
-            other => {
-                return Err(format!(
-                    "unknown fuzz argument `{other}`; targets are {}",
-                    TARGETS.join(", ")
-                ))
-            }
-        }
-    }
-    if targets.is_empty() {
-        targets = TARGETS.to_vec();
-    }
+/// Runs `target` (all of [`TARGETS`] when `None`) for `seconds` each.
+pub fn run(seconds: u64, target: Option<&str>) -> anyhow::Result<()> {
+    let targets: Vec<&str> = match target {
+        Some(name) => vec![name],
+        None => TARGETS.to_vec(),
+    };
     check_tools()?;
     for target in targets {
         // `cargo` from PATH (the rustup proxy): `+nightly` means nothing to a toolchain's own
@@ -53,9 +35,9 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")
             .current_dir(cmd::root());
-        cmd::run(&mut command).map_err(|e| {
+        cmd::run(&mut command).with_context(|| {
             format!(
-                "{e}\nIf libFuzzer found a crash, its input is in fuzz/artifacts/{target}/: fix \
+                "If libFuzzer found a crash, its input is in fuzz/artifacts/{target}/: fix \
                  the bug, then copy the input to fuzz/regressions/{target}/ so the stable replay \
                  test keeps it fixed."
             )
@@ -65,7 +47,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
 }
 
 /// Nightly and cargo-fuzz are there, or an error saying how to get them.
-fn check_tools() -> Result<(), String> {
+fn check_tools() -> anyhow::Result<()> {
     let works = |args: &[&str]| {
         Command::new("cargo")
             .args(args)
@@ -76,17 +58,15 @@ fn check_tools() -> Result<(), String> {
             .is_ok_and(|s| s.success())
     };
     if !works(&["+nightly", "--version"]) {
-        return Err(
+        bail!(
             "the nightly toolchain is missing (libFuzzer needs nightly Rust's \
                     sanitizer support); install it with `rustup toolchain install nightly`"
-                .into(),
         );
     }
     if !works(&["+nightly", "fuzz", "--version"]) {
-        return Err(
+        bail!(
             "cargo-fuzz is missing; install it with `cargo install cargo-fuzz` \
                     (libFuzzer itself is built from source with the C++ compiler)"
-                .into(),
         );
     }
     Ok(())

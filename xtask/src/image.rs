@@ -7,31 +7,24 @@
 //! (tests/tests/image.rs checks that). The engine is docker if its engine answers, else podman;
 //! a docker client without a reachable daemon does not count.
 
-use satmqtt_tests::image::{self, Engine, EngineKind, DEFAULT_TAG, HOST_CA_BUNDLE};
+use anyhow::bail;
+use satmqtt_tests::image::{self, Engine, EngineKind, HOST_CA_BUNDLE};
 use satmqtt_tests::static_build;
 use satmqtt_tests::tools::is_root;
 
 use crate::cmd;
 use crate::install;
 
-pub fn run(args: &[&str]) -> Result<(), String> {
-    let tag = match args {
-        [] => DEFAULT_TAG.to_owned(),
-        ["--tag", tag] => (*tag).to_owned(),
-        _ => {
-            return Err(format!(
-                "usage: cargo xtask image [--tag NAME]; got {args:?}"
-            ))
-        }
-    };
+/// Builds the image and tags it `tag`.
+pub fn run(tag: &str) -> anyhow::Result<()> {
     let engine = match Engine::detect() {
         Ok(engine) => engine,
         // As root, install podman and try again; otherwise say what to do.
         Err(_) if is_root() => {
             install::ensure(install::PODMAN)?;
-            Engine::detect()?
+            Engine::detect().map_err(anyhow::Error::msg)?
         }
-        Err(problem) => return Err(problem),
+        Err(problem) => bail!(problem),
     };
     println!("==> container engine: {}", engine.name());
 
@@ -41,17 +34,17 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     let binary = static_build::binary(&root);
 
     println!("==> image {tag}: FROM scratch + {} + the CA bundle {HOST_CA_BUNDLE} of this machine + USER {}", binary.display(), image::USER);
-    let built = engine.build(&binary, &tag)?;
+    let built = engine.build(&binary, tag).map_err(anyhow::Error::msg)?;
     let mib = built.size as f64 / (1024.0 * 1024.0);
     let e = engine.name();
-    let short = tag.strip_prefix("docker.io/").unwrap_or(&tag);
+    let short = tag.strip_prefix("docker.io/").unwrap_or(tag);
     println!(
         "\nimage {tag}\n  id    {}\n  size  {mib:.1} MiB ({} bytes)\n  user  {}, entrypoint {:?}",
         built.id, built.size, built.user, built.entrypoint
     );
     let load = if engine.kind == EngineKind::Docker {
         "kind load docker-image {tag}\n  k3d image import {tag}\n  minikube image load {tag}"
-            .replace("{tag}", &tag)
+            .replace("{tag}", tag)
     } else {
         format!(
             "{e} save --format docker-archive -o pod-publisher.tar {tag}\n  \

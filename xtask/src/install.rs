@@ -1,5 +1,6 @@
 //! Making sure the programs the demo and tests need are installed (Debian/Ubuntu, apt).
 
+use anyhow::anyhow;
 use std::process::Command;
 
 use satmqtt_tests::tools::{find_program, is_root};
@@ -34,15 +35,10 @@ pub const MOSQUITTO: &[Tool] = &[
     },
 ];
 
-/// What the rest of the test suite runs: `nm` and `ld` (nostd check, footprint), `ip` (the
-/// smoltcp TAP test's network namespace), `kubectl` (renders deploy/'s kustomization offline;
-/// Debian's `kubernetes-client` is old but its built-in kustomize handles our plain resource
-/// list).
+/// What the rest of the test suite runs: `ld` (footprint), `ip` (the smoltcp TAP test's network
+/// namespace), `kubectl` (renders deploy/'s kustomizations offline; Debian's `kubernetes-client`
+/// is old but its built-in kustomize is enough), `dnsmasq` (the deploy tests' cluster-like DNS).
 pub const TEST_TOOLS: &[Tool] = &[
-    Tool {
-        program: "nm",
-        package: "binutils",
-    },
     Tool {
         program: "ld",
         package: "binutils",
@@ -54,6 +50,10 @@ pub const TEST_TOOLS: &[Tool] = &[
     Tool {
         program: "kubectl",
         package: "kubernetes-client",
+    },
+    Tool {
+        program: "dnsmasq",
+        package: "dnsmasq-base",
     },
 ];
 
@@ -104,12 +104,12 @@ pub const PYTHON: &[Tool] = &[
     },
 ];
 
-/// The Kubernetes manifest validator `tests/tests/deploy.rs` runs on `deploy/` (PyPI), pinned.
+/// The Kubernetes manifest validator `tests/tests/deploy_manifests.rs` runs on `deploy/` (PyPI), pinned.
 pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// Installs [`KUBERNETES_VALIDATE`] with pip when python3 cannot import it (Python and pip
 /// themselves come from apt, see [`ensure`]).
-pub fn ensure_kubernetes_validate() -> Result<(), String> {
+pub fn ensure_kubernetes_validate() -> anyhow::Result<()> {
     ensure(PYTHON)?;
     let importable = || {
         Command::new("python3")
@@ -138,7 +138,7 @@ pub fn ensure_kubernetes_validate() -> Result<(), String> {
     if importable() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow!(
             "pip installed {KUBERNETES_VALIDATE}, but python3 still cannot import it"
         ))
     }
@@ -146,19 +146,19 @@ pub fn ensure_kubernetes_validate() -> Result<(), String> {
 
 /// Installs the packages of any missing `tools` with apt when running as root; otherwise fails with
 /// the exact command to run.
-pub fn ensure(tools: &[Tool]) -> Result<(), String> {
+pub fn ensure(tools: &[Tool]) -> anyhow::Result<()> {
     let missing = missing_packages(tools);
     if missing.is_empty() {
         return Ok(());
     }
     let packages = missing.join(" ");
     if !is_root() {
-        return Err(format!(
+        return Err(anyhow!(
             "{packages} not installed. Run:\n    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {packages}"
         ));
     }
     if find_program("apt-get").is_none() {
-        return Err(format!("{packages} not installed and there is no apt-get here: install them with your package manager"));
+        return Err(anyhow!("{packages} not installed and there is no apt-get here: install them with your package manager"));
     }
     println!("==> installing {packages}");
     let install = || {
@@ -178,7 +178,7 @@ pub fn ensure(tools: &[Tool]) -> Result<(), String> {
     if still_missing.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow!(
             "apt-get installed {packages}, but these are still missing: {}",
             still_missing.join(" ")
         ))

@@ -1,13 +1,4 @@
-//! `cargo xtask`: the project's developer commands.
-//!
-//! - `demo`  — a broker, a token, the pod publisher and an independent subscriber, end to end.
-//! - `test`  — everything CI runs: fmt, clippy, the test suite, doc tests, the no_std check.
-//! - `nostd` — builds `nostd-check` (the core as a `#![no_std]` staticlib) and proves it links no
-//!   allocator.
-//! - `size`  — flash and static RAM of the core (x86_64 build), written to docs/footprint.md.
-//! - `fuzz`  — the cargo-fuzz targets (nightly), N seconds each.
-//! - `bench` — satmqtt against the wire limit and its peers; docs/benchmarks.md, docs/bench.svg.
-//! - `image` — the container image, built offline with podman or docker.
+//! `cargo xtask`: the project's developer commands (`cargo xtask --help` lists them).
 //!
 //! Commands that need mosquitto install it with apt when run as root, and otherwise print the
 //! command to run.
@@ -24,46 +15,138 @@ mod size;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+use clap::{Parser, Subcommand};
 
-commands:
-  demo    run mosquitto, the pod publisher (10 messages, QoS 1) and a subscriber; check what arrived
-  test    cargo fmt --check, clippy -D warnings, the workspace tests, doc tests, then `nostd`
-  nostd   build nostd-check/ (no_std staticlib) and check with nm that no allocator is linked
-  size    flash and static RAM of the core; writes docs/footprint.md
-  bench   throughput, CPU, RSS, allocations vs the raw limit, rumqttc, Paho C, mosquitto_pub;
-          writes docs/benchmarks.md and docs/bench.svg (about 5 minutes); extra arguments go
-          to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5; --only TLS runs just
-          the matching throughput rows and leaves the docs alone)
-  image   the container image (FROM scratch, static binary, CA bundle, user 65532), built offline
-          with podman or docker; --tag NAME (default docker.io/satmqtt/pod-publisher:0.1.0)
-  fuzz    [--seconds N] [TARGET]: run the cargo-fuzz targets (wire_parse, connection, token)
-          N seconds each (default 60); needs nightly and cargo-fuzz
-  help    this text";
+/// The project's developer commands.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run mosquitto, the pod publisher (10 messages, QoS 1) and a subscriber; check what
+    /// arrived.
+    Demo,
+    /// cargo fmt --check, clippy -D warnings, the workspace tests, doc tests, then `nostd`.
+    Test,
+    /// Build nostd-check/ (no_std staticlib) and check that no allocator is linked.
+    Nostd,
+    /// Flash and static RAM of the core; writes docs/footprint.md.
+    Size,
+    /// Throughput, CPU, RSS, allocations vs the raw limit, rumqttc, Paho C, mosquitto_pub;
+    /// writes docs/benchmarks.md and docs/bench.svg (about 5 minutes).
+    Bench {
+        /// Passed to `satmqtt-bench run` (e.g. --variant before=PATH, --reps 5; --only TLS runs
+        /// just the matching throughput rows and leaves the docs alone).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
+    /// The container image (FROM scratch, static binary, CA bundle, user 65532), built offline
+    /// with podman or docker.
+    Image {
+        /// The image's name.
+        #[arg(long, default_value = satmqtt_tests::image::DEFAULT_TAG)]
+        tag: String,
+    },
+    /// Run the cargo-fuzz targets N seconds each; needs nightly and cargo-fuzz.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// One target to run instead of all of them.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(fuzz::TARGETS))]
+        target: Option<String>,
+    },
+    // More subcommands: a variant here and its arm in `main`.
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["demo"] => demo::run(),
-        ["test"] => pipeline::run(),
-        ["nostd"] => nostd::run(),
-        ["size"] => size::run(),
-        ["bench", ref extra @ ..] => bench::run(extra),
-        ["image", ref extra @ ..] => image::run(extra),
-        ["fuzz", ref extra @ ..] => fuzz::run(extra),
-        ["help"] | ["--help"] | ["-h"] => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        [] => Err(format!("no command given\n\n{USAGE}")),
-        _ => Err(format!("unknown arguments: {}\n\n{USAGE}", args.join(" "))),
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Demo => demo::run(),
+        Task::Test => pipeline::run(),
+        Task::Nostd => nostd::run(),
+        Task::Size => size::run(),
+        Task::Bench { extra } => bench::run(&extra),
+        Task::Image { tag } => image::run(&tag),
+        Task::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xtask: error: {message}");
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_passes_its_arguments_through() {
+        let args = ["--variant", "before=/tmp/x", "--reps", "5", "--only", "TLS"];
+        let cli = Cli::try_parse_from(["cargo-xtask", "bench"].iter().chain(&args))
+            .expect("bench arguments parse");
+        let Task::Bench { extra } = cli.task else {
+            panic!("not bench")
+        };
+        assert_eq!(extra, args);
+    }
+
+    #[test]
+    fn image_takes_a_tag_or_the_default() {
+        let Task::Image { tag } = Cli::try_parse_from(["cargo-xtask", "image"])
+            .expect("image")
+            .task
+        else {
+            panic!("not image")
+        };
+        assert_eq!(tag, satmqtt_tests::image::DEFAULT_TAG);
+        let Task::Image { tag } = Cli::try_parse_from(["cargo-xtask", "image", "--tag", "x/y:1"])
+            .expect("image --tag")
+            .task
+        else {
+            panic!("not image")
+        };
+        assert_eq!(tag, "x/y:1");
+    }
+
+    #[test]
+    fn fuzz_takes_seconds_and_one_known_target() {
+        let Task::Fuzz { seconds, target } = Cli::try_parse_from(["cargo-xtask", "fuzz"])
+            .expect("fuzz")
+            .task
+        else {
+            panic!("not fuzz")
+        };
+        assert_eq!((seconds, target), (fuzz::DEFAULT_SECONDS, None));
+        let Task::Fuzz { seconds, target } =
+            Cli::try_parse_from(["cargo-xtask", "fuzz", "--seconds", "5", "token"])
+                .expect("fuzz --seconds 5 token")
+                .task
+        else {
+            panic!("not fuzz")
+        };
+        assert_eq!((seconds, target.as_deref()), (5, Some("token")));
+        assert!(Cli::try_parse_from(["cargo-xtask", "fuzz", "tokn"]).is_err());
+        assert!(Cli::try_parse_from(["cargo-xtask", "fuzz", "--seconds", "0"]).is_err());
+    }
+
+    #[test]
+    fn unknown_commands_are_refused() {
+        assert!(Cli::try_parse_from(["cargo-xtask", "tset"]).is_err());
+        assert!(Cli::try_parse_from(["cargo-xtask"]).is_err());
     }
 }

@@ -23,13 +23,13 @@ enum Outcome {
     NotRun,
 }
 
-pub fn run() -> Result<(), String> {
+pub fn run() -> anyhow::Result<()> {
     install::ensure(install::MOSQUITTO)?;
     install::ensure(install::TEST_TOOLS)?;
     install::ensure(install::K8S_SAT_PLUGIN)?;
     // tests/tests/image.rs builds and runs the container image with them.
     install::ensure(install::PODMAN)?;
-    // tests/tests/deploy.rs validates deploy/ with it.
+    // tests/tests/deploy_manifests.rs validates deploy/ with it.
     install::ensure_kubernetes_validate()?;
 
     let nextest = has_nextest();
@@ -97,7 +97,7 @@ pub fn run() -> Result<(), String> {
             Ok(()) => outcomes.push((step.name, shown, Outcome::Passed(took))),
             Err(message) => {
                 outcomes.push((step.name, shown, Outcome::Failed(took)));
-                failure = Some(format!("step `{}` failed: {message}", step.name));
+                failure = Some(format!("step `{}` failed: {message:#}", step.name));
             }
         }
     }
@@ -112,7 +112,7 @@ pub fn run() -> Result<(), String> {
         println!("  {state:<8} {name:<9} {took:>7}  {shown}");
     }
     match failure {
-        Some(message) => Err(message),
+        Some(message) => Err(anyhow::anyhow!(message)),
         None => {
             println!("all checks passed");
             Ok(())
@@ -120,7 +120,7 @@ pub fn run() -> Result<(), String> {
     }
 }
 
-/// The static `pod-publisher` build of deploy/Dockerfile. tests/tests/deploy.rs runs the same
+/// The static `pod-publisher` build of deploy/Dockerfile. tests/tests/deploy_static_binary.rs runs the same
 /// build (a no-op after this step) and checks the result; building it here keeps that minute of
 /// compiling out of the timing-sensitive test run.
 fn static_build() -> std::process::Command {

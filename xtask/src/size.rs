@@ -5,8 +5,9 @@
 //! alone on a stack that refuses everything, the core on smoltcp through `satmqtt_smoltcp::run`,
 //! and the same smoltcp stack driven by a plain TCP client with no MQTT. Each archive is linked
 //! with `ld --gc-sections` from its entry point into a small ELF, so only reachable code counts,
-//! and `size -A` gives its sections. `.text` is split by crate through the DWARF line table
-//! (built with `debug = "line-tables-only"`, which does not go to flash): every byte of code is
+//! and its sections are read with the `object` crate. `.text` is split by crate through the DWARF
+//! line table (built with `debug = "line-tables-only"`, which does not go to flash), read with the
+//! `addr2line` crate: every byte of code is
 //! charged to the source file it was generated from, so code LTO inlined across crates still
 //! lands where it was written, and `core` counts the library code instantiated for us.
 //!
@@ -19,10 +20,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use anyhow::{anyhow, bail, Context as _};
+use object::{Object as _, ObjectSection as _};
 use satmqtt_tests::tools::find_program;
 
 use crate::cmd;
@@ -80,45 +82,29 @@ impl Measured {
     }
 }
 
-struct Tools {
-    ld: PathBuf,
-    size: PathBuf,
-    objdump: PathBuf,
-    addr2line: PathBuf,
-}
-
-pub fn run() -> Result<(), String> {
-    let need = |name: &str| {
-        find_program(name).ok_or_else(|| {
-            format!("`{name}` not found: install binutils (apt-get install -y binutils)")
-        })
-    };
-    let tools = Tools {
-        ld: need("ld")?,
-        size: need("size")?,
-        objdump: need("objdump")?,
-        addr2line: need("addr2line")?,
-    };
+pub fn run() -> anyhow::Result<()> {
+    let ld = find_program("ld")
+        .context("`ld` not found: install binutils (apt-get install -y binutils)")?;
     let root = cmd::root();
 
     let mut measured = Vec::new();
     for build in BUILDS {
         let archive = build_archive(&root, build)?;
-        measured.push(measure(&tools, build, &archive)?);
+        measured.push(measure(&ld, build, &archive)?);
     }
     let ram = ram_rows()?;
 
     let report = render(&measured, &ram);
     print!("{report}");
     let out = root.join("docs/footprint.md");
-    std::fs::create_dir_all(root.join("docs")).map_err(|e| format!("creating docs/: {e}"))?;
-    std::fs::write(&out, &report).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
+    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     println!("size: wrote {}", out.display());
     Ok(())
 }
 
 /// Builds `nostd-check` with one feature into its own target directory; returns the archive.
-fn build_archive(root: &Path, build: &Build) -> Result<PathBuf, String> {
+fn build_archive(root: &Path, build: &Build) -> anyhow::Result<PathBuf> {
     let dir = root.join("nostd-check");
     let target = dir.join("target").join(format!("size-{}", build.name));
     let mut cargo = cmd::cargo([
@@ -137,14 +123,13 @@ fn build_archive(root: &Path, build: &Build) -> Result<PathBuf, String> {
         .current_dir(&dir)
         .stderr(Stdio::inherit());
     println!("$ {}", cmd::display(&cargo));
-    let output = cargo
-        .output()
-        .map_err(|e| format!("could not run cargo: {e}"))?;
+    let output = cargo.output().context("could not run cargo")?;
     if !output.status.success() {
-        return Err(format!(
+        bail!(
             "building nostd-check ({}) failed ({})",
-            build.feature, output.status
-        ));
+            build.feature,
+            output.status
+        );
     }
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -154,33 +139,33 @@ fn build_archive(root: &Path, build: &Build) -> Result<PathBuf, String> {
         .flatten()
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.extension().is_some_and(|e| e == "a"))
-        .ok_or_else(|| format!("nostd-check ({}) produced no .a", build.feature))
+        .ok_or_else(|| anyhow!("nostd-check ({}) produced no .a", build.feature))
 }
 
-fn run_tool(command: &mut Command) -> Result<String, String> {
+fn run_tool(command: &mut Command) -> anyhow::Result<String> {
     let shown = cmd::display(command);
     let output = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("could not run `{shown}`: {e}"))?;
+        .with_context(|| format!("could not run `{shown}`"))?;
     if !output.status.success() {
-        return Err(format!(
+        bail!(
             "`{shown}` failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
-        ));
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Links the archive from its entry point with section garbage collection, then reads the
 /// sections and splits `.text` by crate.
-fn measure(tools: &Tools, build: &Build, archive: &Path) -> Result<Measured, String> {
+fn measure(ld: &Path, build: &Build, archive: &Path) -> anyhow::Result<Measured> {
     let elf = archive.with_file_name(format!("{}.elf", build.entry));
     // memcpy and friends come from libc on a host and from compiler_builtins or the HAL on an
     // MCU: left undefined, they are not counted.
     run_tool(
-        Command::new(&tools.ld)
+        Command::new(ld)
             .args([
                 "-static",
                 "--gc-sections",
@@ -190,34 +175,35 @@ fn measure(tools: &Tools, build: &Build, archive: &Path) -> Result<Measured, Str
             .arg(&elf)
             .arg(archive),
     )?;
-    let sections = parse_sections(&run_tool(Command::new(&tools.size).arg("-A").arg(&elf))?);
-    let text_range = text_range(&run_tool(Command::new(&tools.objdump).arg("-h").arg(&elf))?)
-        .ok_or_else(|| format!("{}: no .text section", elf.display()))?;
-
-    // Line-table rows: (address) in order; each row's bytes run to the next row.
-    let decoded = run_tool(
-        Command::new(&tools.objdump)
-            .arg("--dwarf=decodedline")
-            .arg(&elf)
-            .stderr(Stdio::null()),
-    )?;
-    let mut rows: Vec<u64> = decoded
-        .lines()
-        .filter_map(|line| {
-            let hex = line.split_whitespace().find(|w| w.starts_with("0x"))?;
-            u64::from_str_radix(&hex[2..], 16).ok()
-        })
-        .filter(|a| *a >= text_range.0 && *a < text_range.1)
+    let bytes = std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+    let file =
+        object::File::parse(&*bytes).with_context(|| format!("parsing {}", elf.display()))?;
+    let sections: BTreeMap<String, u64> = file
+        .sections()
+        .filter_map(|s| Some((s.name().ok()?.to_string(), s.size())))
+        .filter(|(name, _)| name.starts_with('.'))
         .collect();
-    rows.sort_unstable();
-    rows.dedup();
-    let files = resolve_files(tools, &elf, &rows)?;
+    let text = file
+        .section_by_name(".text")
+        .ok_or_else(|| anyhow!("{}: no .text section", elf.display()))?;
+    let text_range = (text.address(), text.address() + text.size());
+
+    // Line-table rows in address order; each row's bytes run to the next row.
+    let lines = addr2line::Loader::new(&elf)
+        .map_err(|e| anyhow!("reading the line table of {}: {e}", elf.display()))?;
+    let mut rows: Vec<(u64, String)> = lines
+        .find_location_range(text_range.0, text_range.1)
+        .map_err(|e| anyhow!("reading the line table of {}: {e}", elf.display()))?
+        .map(|(addr, _, location)| (addr, location.file.unwrap_or("??").to_string()))
+        .collect();
+    rows.sort_unstable_by_key(|(addr, _)| *addr);
+    rows.dedup_by_key(|(addr, _)| *addr);
 
     let mut text_by_crate: BTreeMap<String, u64> = BTreeMap::new();
-    let first = rows.first().copied().unwrap_or(text_range.1);
+    let first = rows.first().map_or(text_range.1, |(addr, _)| *addr);
     *text_by_crate.entry(NO_LINE_INFO.into()).or_default() += first - text_range.0;
-    for (i, (addr, file)) in rows.iter().zip(&files).enumerate() {
-        let end = rows.get(i + 1).copied().unwrap_or(text_range.1);
+    for (i, (addr, file)) in rows.iter().enumerate() {
+        let end = rows.get(i + 1).map_or(text_range.1, |(next, _)| *next);
         *text_by_crate.entry(crate_of(file)).or_default() += end - addr;
     }
     Ok(Measured {
@@ -227,41 +213,6 @@ fn measure(tools: &Tools, build: &Build, archive: &Path) -> Result<Measured, Str
 }
 
 const NO_LINE_INFO: &str = "(no line info: compiler_builtins, padding)";
-
-/// Source file of each address, by `addr2line` (it joins the compilation directory).
-fn resolve_files(tools: &Tools, elf: &Path, addrs: &[u64]) -> Result<Vec<String>, String> {
-    let mut child = Command::new(&tools.addr2line)
-        .arg("-e")
-        .arg(elf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("could not run addr2line: {e}"))?;
-    let mut input = String::new();
-    for a in addrs {
-        let _ = writeln!(input, "{a:#x}");
-    }
-    // Written from a thread: addr2line answers while we feed it, and pipes are finite.
-    let mut stdin = child.stdin.take().ok_or("addr2line has no stdin")?;
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("addr2line failed: {e}"))?;
-    let _ = writer.join();
-    let files: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| line.rsplit_once(':').map_or(line, |(f, _)| f).to_string())
-        .collect();
-    if files.len() != addrs.len() {
-        return Err(format!(
-            "addr2line answered {} lines for {} addresses",
-            files.len(),
-            addrs.len()
-        ));
-    }
-    Ok(files)
-}
 
 /// The crate a source file belongs to.
 fn crate_of(file: &str) -> String {
@@ -299,31 +250,6 @@ fn crate_of(file: &str) -> String {
     "(other: LTO glue)".into()
 }
 
-/// `size -A`: section name → bytes.
-fn parse_sections(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next()?;
-            let size = words.next()?.parse().ok()?;
-            name.starts_with('.').then(|| (name.to_string(), size))
-        })
-        .collect()
-}
-
-/// `objdump -h`: the `.text` section's [start, end).
-fn text_range(text: &str) -> Option<(u64, u64)> {
-    text.lines().find_map(|line| {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.get(1) != Some(&".text") {
-            return None;
-        }
-        let size = u64::from_str_radix(words.get(2)?, 16).ok()?;
-        let vma = u64::from_str_radix(words.get(3)?, 16).ok()?;
-        Some((vma, vma + size))
-    })
-}
-
 /// One line of the footprint example: key, bytes, description.
 struct RamRow {
     key: String,
@@ -331,7 +257,7 @@ struct RamRow {
     what: String,
 }
 
-fn ram_rows() -> Result<Vec<RamRow>, String> {
+fn ram_rows() -> anyhow::Result<Vec<RamRow>> {
     let mut example = cmd::cargo([
         "run",
         "-q",
@@ -356,7 +282,7 @@ fn ram_rows() -> Result<Vec<RamRow>, String> {
         })
         .collect();
     if rows.is_empty() {
-        return Err("the footprint example printed nothing".into());
+        bail!("the footprint example printed nothing");
     }
     Ok(rows)
 }
@@ -527,17 +453,5 @@ mod tests {
             "satmqtt-smoltcp"
         );
         assert_eq!(crate_of("??"), NO_LINE_INFO);
-    }
-
-    #[test]
-    fn sections_and_text_range_are_read() {
-        let size =
-            "x.elf  :\nsection size addr\n.text 57892 4198400\n.rodata 3518 4259840\nTotal 70434\n";
-        let s = parse_sections(size);
-        assert_eq!(s.get(".text"), Some(&57892));
-        assert_eq!(s.get(".rodata"), Some(&3518));
-        assert_eq!(s.len(), 2);
-        let objdump = "Idx Name Size VMA LMA File off Algn\n  0 .text 0000e224 0000000000401000 0000000000401000 00001000 2**4\n";
-        assert_eq!(text_range(objdump), Some((0x401000, 0x401000 + 0xe224)));
     }
 }
