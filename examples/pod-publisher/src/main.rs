@@ -73,7 +73,7 @@ struct Args {
     #[arg(long, env = "SATMQTT_SESSION_EXPIRY_S", default_value_t = 0)]
     session_expiry_s: u32,
     /// Re-authenticate (k8s-sat) or rotate (sat) to a new token this many seconds before the
-    /// current one's `exp`. this many seconds before the current one's `exp`.
+    /// current one's `exp`.
     #[arg(long, env = "SATMQTT_EXPIRY_MARGIN_S", default_value_t = 60)]
     expiry_margin_s: u64,
     /// Re-stat period of the token file, for file systems without inotify events.
