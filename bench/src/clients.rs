@@ -147,7 +147,7 @@ pub const RAW_Q0: &str = "raw-q0";
 pub const RAW_Q1_RM: &str = "raw-q1";
 /// Key of the raw client at QoS 1, window 20: the QoS 1 limit the targets use.
 pub const RAW_Q1_W20: &str = "raw-q1-w20";
-/// Key of the raw client at QoS 1, window 10 (minimq 0.10's window).
+/// Key of the raw client at QoS 1, window 10 (the old engine's fixed window, kept for the ratio).
 pub const RAW_Q1_W10: &str = "raw-q1-w10";
 
 /// The throughput table, in order.

@@ -235,7 +235,7 @@ impl fmt::Display for End {
             ),
             End::ReauthRefused(r) => write!(
                 f,
-                "re-authentication refused: 0x{r:02x} {}; reconnecting with the new token",
+                "re-authentication refused: 0x{r:02x} {}; the next connection presents the new token",
                 name(*r)
             ),
             End::ReauthTimeout => f.write_str("no answer to the re-authentication"),

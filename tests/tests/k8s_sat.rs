@@ -617,7 +617,7 @@ fn refused_reauthentication_moves_to_a_new_connection_without_gaps() {
     let stderr = publisher.stderr();
     assert!(
         stderr.contains("re-authentication refused: 0x87")
-            && stderr.contains("reconnecting with the new token"),
+            && stderr.contains("the next connection presents the new token"),
         "{stderr}"
     );
     assert_no_token_leak("pod-publisher output", &publisher.output_text(), &fresh);

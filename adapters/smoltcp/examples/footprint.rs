@@ -137,7 +137,7 @@ fn main() {
     row(
         "core.event",
         size_of::<Event>(),
-        "  one queued Event (the driver queues 16, a connection 8): a broker reason string or \
+        "  one queued Event (the driver queues 8, a connection 4): a broker reason string or \
          assigned client id is kept inline, bounded",
     );
 
