@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use fuzz_harness::connection::{Script, Setup, Step};
 
 /// CONNACK as mosquitto 2.0.11 sends it: Topic Alias Maximum 10, Receive Maximum 20.
-const CONNACK: &[u8] = &[0x20, 0x09, 0x00, 0x00, 0x06, 0x22, 0x00, 0x0a, 0x21, 0x00, 0x14];
+const CONNACK: &[u8] = &[
+    0x20, 0x09, 0x00, 0x00, 0x06, 0x22, 0x00, 0x0a, 0x21, 0x00, 0x14,
+];
 /// CONNACK refusing with 0x87 Not authorized, as mosquitto 2.0.11 sends it.
 const CONNACK_REFUSED: &[u8] = &[0x20, 0x03, 0x00, 0x87, 0x00];
 /// PUBACK for packet 1 with 0x10 No matching subscribers, as mosquitto 2.0.11 sends it.
@@ -55,11 +57,17 @@ fn main() {
     // wire_parse: the unit tests' edge cases (the mosquitto captures are committed already).
     for (name, bytes) in [
         ("puback-short-2", &[0x40, 0x02, 0x00, 0x01][..]),
-        ("puback-reason-string", &[0x40, 0x08, 0x00, 0x02, 0x80, 0x04, 0x1f, 0x00, 0x01, b'x']),
+        (
+            "puback-reason-string",
+            &[0x40, 0x08, 0x00, 0x02, 0x80, 0x04, 0x1f, 0x00, 0x01, b'x'],
+        ),
         ("puback-packet-id-0", &[0x40, 0x02, 0x00, 0x00]),
         ("pingresp", &[0xd0, 0x00]),
         ("pingreq", &[0xc0, 0x00]),
-        ("remaining-length-5-bytes", &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        (
+            "remaining-length-5-bytes",
+            &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
         ("remaining-length-not-minimal", &[0xd0, 0x80, 0x00]),
         ("remaining-length-max", &[0x30, 0xff, 0xff, 0xff, 0x7f]),
         ("auth-empty", &[0xf0, 0x00]),
@@ -68,22 +76,51 @@ fn main() {
         ("disconnect-empty", &[0xe0, 0x00]),
         (
             "disconnect-reason-string",
-            &[0xe0, 0x09, 0x8b, 0x07, 0x1f, 0x00, 0x04, b'b', b'y', b'e', 0x1b],
+            &[
+                0xe0, 0x09, 0x8b, 0x07, 0x1f, 0x00, 0x04, b'b', b'y', b'e', 0x1b,
+            ],
         ),
-        ("connack-user-property", &[0x20, 0x0a, 0x00, 0x00, 0x07, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v']),
-        ("connack-duplicate-property", &[0x20, 0x09, 0x00, 0x00, 0x06, 0x21, 0x00, 0x01, 0x21, 0x00, 0x01]),
-        ("connack-receive-maximum-0", &[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x00]),
-        ("connack-session-present-refused", &[0x20, 0x03, 0x01, 0x87, 0x00]),
-        ("connack-unknown-property", &[0x20, 0x05, 0x00, 0x00, 0x02, 0x7f, 0x00]),
-        ("connack-utf8-nul", &[0x20, 0x08, 0x00, 0x00, 0x05, 0x1f, 0x00, 0x02, b'a', 0x00]),
+        (
+            "connack-user-property",
+            &[
+                0x20, 0x0a, 0x00, 0x00, 0x07, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v',
+            ],
+        ),
+        (
+            "connack-duplicate-property",
+            &[
+                0x20, 0x09, 0x00, 0x00, 0x06, 0x21, 0x00, 0x01, 0x21, 0x00, 0x01,
+            ],
+        ),
+        (
+            "connack-receive-maximum-0",
+            &[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x00],
+        ),
+        (
+            "connack-session-present-refused",
+            &[0x20, 0x03, 0x01, 0x87, 0x00],
+        ),
+        (
+            "connack-unknown-property",
+            &[0x20, 0x05, 0x00, 0x00, 0x02, 0x7f, 0x00],
+        ),
+        (
+            "connack-utf8-nul",
+            &[0x20, 0x08, 0x00, 0x00, 0x05, 0x1f, 0x00, 0x02, b'a', 0x00],
+        ),
         (
             "publish-qos1-alias",
-            &[0x32, 0x0a, 0x00, 0x00, 0x00, 0x01, 0x03, 0x23, 0x00, 0x01, b'p', b'7'],
+            &[
+                0x32, 0x0a, 0x00, 0x00, 0x00, 0x01, 0x03, 0x23, 0x00, 0x01, b'p', b'7',
+            ],
         ),
         ("publish-qos3", &[0x36, 0x02, 0x00, 0x00]),
         ("publish-wildcard", &[0x30, 0x04, 0x00, 0x01, b'#', 0x00]),
         ("subscribe-not-parsed", &[0x82, 0x02, 0x00, 0x01]),
-        ("two-packets", &[0x40, 0x02, 0x00, 0x01, 0x40, 0x02, 0x00, 0x02]),
+        (
+            "two-packets",
+            &[0x40, 0x02, 0x00, 0x01, 0x40, 0x02, 0x00, 0x02],
+        ),
     ] {
         write("wire_parse", name, bytes);
     }
@@ -387,7 +424,10 @@ fn main() {
         ("whitespace-only", b" \n\t\r\n".to_vec()),
         ("not-utf8", b"abc\xff\xfedef".to_vec()),
         ("leading-space-kept", b" token".to_vec()),
-        ("jwt-exp", jwt(r#"{"exp":1700003600,"iat":1700000000}"#).into_bytes()),
+        (
+            "jwt-exp",
+            jwt(r#"{"exp":1700003600,"iat":1700000000}"#).into_bytes(),
+        ),
         ("jwt-exp-float", jwt(r#"{"exp":1.7e9}"#).into_bytes()),
         ("jwt-exp-negative", jwt(r#"{"exp":-5}"#).into_bytes()),
         ("jwt-exp-huge", jwt(r#"{"exp":1e300}"#).into_bytes()),
@@ -404,7 +444,11 @@ fn b64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));

@@ -518,7 +518,10 @@ impl<'c> Checker<'c> {
                         .ok()
                         .and_then(|d| d.parse().ok())
                         .expect("payload ends with a decimal counter");
-                    assert!(n >= self.cfg.start && n < self.end, "counter {n} outside the job");
+                    assert!(
+                        n >= self.cfg.start && n < self.end,
+                        "counter {n} outside the job"
+                    );
                     if let Some(id) = p.packet_id {
                         s.pids.push(id);
                     }
@@ -554,9 +557,15 @@ struct Monotonic {
 
 impl Monotonic {
     fn check(&mut self, p: &Progress, window: u64) {
-        assert!(p.acked_next >= self.acked_next, "acked-through went back: {p:?}");
+        assert!(
+            p.acked_next >= self.acked_next,
+            "acked-through went back: {p:?}"
+        );
         assert!(p.acked >= self.acked, "PUBACK count went back: {p:?}");
-        assert!(p.acked_next <= p.sent_high, "acked-through passed what was sent: {p:?}");
+        assert!(
+            p.acked_next <= p.sent_high,
+            "acked-through passed what was sent: {p:?}"
+        );
         assert!(p.next >= p.acked_next, "next below acked-through: {p:?}");
         assert!(
             p.next - p.acked_next <= window,
@@ -1043,7 +1052,8 @@ impl<'c> ConnectionRun<'c> {
         }
         // The end of every script: a stop, a silent broker, room to write. It must end, and
         // with a DISCONNECT when the stop is what ended it.
-        self.conn.drain(Why::Stop, self.now + self.cfg.drain_timeout_ms);
+        self.conn
+            .drain(Why::Stop, self.now + self.cfg.drain_timeout_ms);
         self.stop_publishes.get_or_insert(self.stream.publishes);
         self.cap = usize::MAX;
         for _ in 0..16 {
@@ -1057,9 +1067,15 @@ impl<'c> ConnectionRun<'c> {
             self.conn.handle_timeout(self.now);
             self.check();
         }
-        assert!(self.conn.is_closed(), "the connection did not end after a stop");
+        assert!(
+            self.conn.is_closed(),
+            "the connection did not end after a stop"
+        );
         if self.conn.end() == Some(&End::Stopped) && !self.aborted {
-            assert!(self.conn.disconnect_sent(), "a stop with room to write sent no DISCONNECT");
+            assert!(
+                self.conn.disconnect_sent(),
+                "a stop with room to write sent no DISCONNECT"
+            );
         }
         if self.conn.disconnect_sent() {
             assert_eq!(
@@ -1108,18 +1124,17 @@ impl<'c> ConnectionRun<'c> {
             Step::Token { fill, len, exp_s } => {
                 let token = vec![b'a' + fill % 26; usize::from(len % 64).max(1)];
                 let mut buf = vec![0u8; self.cap.min(512)];
-                if let Ok(n) = self.conn.reauthenticate(
-                    &token,
-                    exp_s.map(u64::from),
-                    &mut buf,
-                    self.now,
-                ) {
+                if let Ok(n) =
+                    self.conn
+                        .reauthenticate(&token, exp_s.map(u64::from), &mut buf, self.now)
+                {
                     assert!(n <= buf.len());
                     self.stream.bytes.extend_from_slice(&buf[..n]);
                 }
             }
             Step::Stop => {
-                self.conn.drain(Why::Stop, self.now + self.cfg.drain_timeout_ms);
+                self.conn
+                    .drain(Why::Stop, self.now + self.cfg.drain_timeout_ms);
                 self.stop_publishes.get_or_insert(self.stream.publishes);
             }
             Step::Poll => {
@@ -1142,7 +1157,10 @@ impl<'c> ConnectionRun<'c> {
             }
             self.rx.extend(self.pending.drain(..take));
             let used = self.conn.handle_input(&self.rx, self.now);
-            assert!(used <= self.rx.len(), "handle_input used more than it was given");
+            assert!(
+                used <= self.rx.len(),
+                "handle_input used more than it was given"
+            );
             self.rx.drain(..used);
             if self.conn.is_closed() || self.conn.end().is_some() {
                 self.rx.clear();
@@ -1184,7 +1202,10 @@ impl<'c> ConnectionRun<'c> {
             assert!(p.acked_next <= self.checker.written_through);
         }
         if let Some(at_stop) = self.stop_publishes {
-            assert_eq!(self.stream.publishes, at_stop, "PUBLISH written after a stop");
+            assert_eq!(
+                self.stream.publishes, at_stop,
+                "PUBLISH written after a stop"
+            );
         }
         if self.conn.is_closed() && self.conn.disconnect_sent() {
             assert_eq!(self.stream.disconnect_end, Some(self.stream.bytes.len()));

@@ -8,8 +8,11 @@ pub mod connection;
 pub mod token;
 pub mod wire;
 
+/// A target: runs one input, panics on a broken invariant.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by the names `cargo fuzz` and the corpus folders use.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("wire_parse", wire::run),
     ("connection", connection::run),
     ("token", token::run),

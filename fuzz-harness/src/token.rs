@@ -30,7 +30,11 @@ pub fn run(data: &[u8]) {
     let token = &data[..trimmed_len];
     match file.load() {
         Ok(t) => {
-            assert_eq!(t.as_str().as_bytes(), token, "the token is not the trimmed file");
+            assert_eq!(
+                t.as_str().as_bytes(),
+                token,
+                "the token is not the trimmed file"
+            );
             assert!(!t.is_empty() && t.len() <= MAX_TOKEN_LEN);
             assert_eq!(format!("{t:?}"), format!("Token(<{} bytes>)", t.len()));
             if let Some(times) = jwt_expiry(t.as_str()) {
@@ -38,8 +42,9 @@ pub fn run(data: &[u8]) {
             }
         }
         Err(e) => {
-            let expected_error =
-                token.is_empty() || token.len() > MAX_TOKEN_LEN || std::str::from_utf8(token).is_err();
+            let expected_error = token.is_empty()
+                || token.len() > MAX_TOKEN_LEN
+                || std::str::from_utf8(token).is_err();
             assert!(expected_error, "a valid token was refused: {e}");
             assert!(!e.to_string().is_empty());
             if !token.is_empty() {
@@ -72,7 +77,11 @@ fn b64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));

@@ -13,7 +13,18 @@ pub fn run(bytes: &[u8]) {
     check_header(bytes, &whole);
     let len = bytes.len();
     // The tail after each cut plays the bytes that arrive later.
-    for cut in [0, 1, 2, 3, 4, 5, len / 3, len / 2, len * 2 / 3, len.saturating_sub(1)] {
+    for cut in [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        len / 3,
+        len / 2,
+        len * 2 / 3,
+        len.saturating_sub(1),
+    ] {
         match parse(&bytes[..cut.min(len)]) {
             // "Need more" may become anything once bytes arrive.
             Ok(None) => {}
@@ -30,7 +41,10 @@ pub fn run(bytes: &[u8]) {
         }
     }
     if let Ok(Some((packet, len))) = whole {
-        assert!(len <= bytes.len() && len >= 2, "packet length {len} out of range");
+        assert!(
+            len <= bytes.len() && len >= 2,
+            "packet length {len} out of range"
+        );
         // Every strict prefix for small packets, a sample for large ones (keeps runs fast).
         let step = (len / 256).max(1);
         for k in (0..len).step_by(step).chain([len - 1]) {
@@ -58,10 +72,17 @@ pub fn run(bytes: &[u8]) {
 fn check_header(bytes: &[u8], whole: &Result<Option<(Packet<'_>, usize)>, wire::Malformed>) {
     match header(bytes) {
         Ok(Some(h)) => {
-            assert!((2..=5).contains(&h.header_len), "header length {}", h.header_len);
+            assert!(
+                (2..=5).contains(&h.header_len),
+                "header length {}",
+                h.header_len
+            );
             assert!(h.packet_len >= h.header_len);
             if let Ok(Some((_, len))) = whole {
-                assert_eq!(h.packet_len, *len, "header and parse disagree on the length");
+                assert_eq!(
+                    h.packet_len, *len,
+                    "header and parse disagree on the length"
+                );
             }
         }
         Ok(None) => assert!(

@@ -76,14 +76,18 @@ fn check_tools() -> Result<(), String> {
             .is_ok_and(|s| s.success())
     };
     if !works(&["+nightly", "--version"]) {
-        return Err("the nightly toolchain is missing (libFuzzer needs nightly Rust's \
+        return Err(
+            "the nightly toolchain is missing (libFuzzer needs nightly Rust's \
                     sanitizer support); install it with `rustup toolchain install nightly`"
-            .into());
+                .into(),
+        );
     }
     if !works(&["+nightly", "fuzz", "--version"]) {
-        return Err("cargo-fuzz is missing; install it with `cargo install cargo-fuzz` \
+        return Err(
+            "cargo-fuzz is missing; install it with `cargo install cargo-fuzz` \
                     (libFuzzer itself is built from source with the C++ compiler)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
