@@ -539,7 +539,9 @@ where
         }
         let mut deadline = conn.poll_timeout();
         let mut at = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
-        if self.token_dirty && self.cfg.auth == Auth::K8sSat {
+        // A pending re-authentication's answer (or its timeout) comes first: no timer before.
+        let can_reauth = conn.is_connected() && !conn.reauth_pending();
+        if self.token_dirty && self.cfg.auth == Auth::K8sSat && can_reauth {
             at(self.reauth_retry_at.max(now + 1));
         }
         if self.watching_expiry() {
@@ -712,8 +714,10 @@ where
                         self.offered = Some(id);
                     }
                     // The transmit buffer is busy: try again on the next poll.
-                    Err(ReauthError::Emit(_) | ReauthError::NotNow) => self.token_dirty = true,
-                    Err(ReauthError::NotEnhanced) => {}
+                    Err(ReauthError::Emit(_)) => self.token_dirty = true,
+                    // Draining (tokens_live checked the rest): the next connection loads the
+                    // new token anyway; retrying would wake every millisecond until it ends.
+                    Err(ReauthError::NotNow | ReauthError::NotEnhanced) => {}
                 }
                 self.zero_token(token.len);
             }
