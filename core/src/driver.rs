@@ -789,8 +789,10 @@ where
                         self.push(Event::TokenChanged { exp: id.exp });
                     }
                     // The transmit buffer is busy: try again on the next poll.
-                    Err(ReauthError::Emit(_) | ReauthError::NotNow) => self.token_dirty = true,
-                    Err(ReauthError::NotEnhanced) => {}
+                    Err(ReauthError::Emit(_)) => self.token_dirty = true,
+                    // Draining (tokens_live checked the rest): the next connection loads the
+                    // new token anyway; retrying would wake every millisecond until it ends.
+                    Err(ReauthError::NotNow | ReauthError::NotEnhanced) => {}
                 }
                 self.zero_token(token.len);
             }

@@ -756,7 +756,8 @@ struct DriverRun<'c> {
     checker: Checker<'c>,
     mono: Monotonic,
     window: u64,
-    last_disconnect_sent: Option<bool>,
+    /// The stream of the last connection that ended, and whether its DISCONNECT was sent.
+    last_disconnect: Option<(usize, bool)>,
     finished: bool,
 }
 
@@ -790,7 +791,7 @@ impl<'c> DriverRun<'c> {
             // Before the first CONNACK the window is 1 (and nothing is in flight).
             mono: Monotonic::default(),
             window: u64::from(cfg.window_cap),
-            last_disconnect_sent: None,
+            last_disconnect: None,
             finished: false,
         }
     }
@@ -907,7 +908,11 @@ impl<'c> DriverRun<'c> {
                 Event::Connected { window, .. } => self.window = u64::from(window),
                 Event::Disconnected {
                     disconnect_sent, ..
-                } => self.last_disconnect_sent = Some(disconnect_sent),
+                } => {
+                    // The connection that ended is the last socket opened.
+                    let stream = self.net.borrow().streams.len().saturating_sub(1);
+                    self.last_disconnect = Some((stream, disconnect_sent));
+                }
                 Event::Finished { .. } => self.finished = true,
                 _ => {}
             }
@@ -956,16 +961,12 @@ impl<'c> DriverRun<'c> {
     fn after_stop(&mut self, driver: &mut FuzzDriver<'c, '_>) {
         let n = self.net.borrow();
         assert!(n.open.is_none(), "stopped with a socket open");
-        if self.last_disconnect_sent == Some(true) {
-            let last = n
-                .streams
-                .last()
-                .expect("a DISCONNECT was sent on some stream");
+        if let Some((stream, true)) = self.last_disconnect {
+            let last = &n.streams[stream];
             assert_eq!(
                 last.disconnect_end,
                 Some(last.bytes.len()),
-                "DISCONNECT is not the last packet of the last of {} streams: {:02x?} ({} parsed)",
-                n.streams.len(),
+                "DISCONNECT is not the last packet of stream {stream}: {:02x?} ({} parsed)",
                 last.bytes,
                 last.parsed
             );

@@ -31,7 +31,9 @@ pub fn run(seconds: u64, target: Option<&str>) -> anyhow::Result<()> {
         // cargo, which is what $CARGO points at.
         let mut command = Command::new("cargo");
         command
-            .args(["+nightly", "fuzz", "run", target, "--"])
+            // -O: optimized without debug assertions, the build docs/robustness.md reports on
+            // (the harness's invariants are assert!, always on).
+            .args(["+nightly", "fuzz", "run", "-O", target, "--"])
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")
             .current_dir(cmd::root());
