@@ -28,8 +28,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Run mosquitto, the pod publisher (10 messages, QoS 1) and a subscriber; check what
-    /// arrived.
-    Demo,
+    /// arrived. With `--auth k8s-sat`: mosquitto with the K8S-SAT plugin, 20 messages and a
+    /// kubelet-style token rotation on one connection (re-authentication).
+    Demo {
+        /// Login scheme: `sat` (user `$sat`, token as password) or `k8s-sat` (enhanced auth).
+        #[arg(long, default_value = "sat", value_parser = ["sat", "k8s-sat"])]
+        auth: String,
+    },
     /// cargo fmt --check, clippy -D warnings, the workspace tests, doc tests, then `nostd`.
     Test,
     /// Build nostd-check/ (no_std staticlib) and check that no allocator is linked.
@@ -66,7 +71,7 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Demo => demo::run(),
+        Task::Demo { auth } => demo::run(auth == "k8s-sat"),
         Task::Test => pipeline::run(),
         Task::Nostd => nostd::run(),
         Task::Size => size::run(),
