@@ -542,8 +542,11 @@ where
         let mut read = ready.readable;
         for _ in 0..ROUNDS {
             let mut moved = self.flush();
+            let mut more = false;
             if read {
-                moved |= self.receive(now);
+                let (came, full) = self.receive(now);
+                moved |= came;
+                more = full;
             }
             let Some(conn) = self.conn.as_mut() else {
                 break;
@@ -566,8 +569,10 @@ where
             if !moved {
                 break;
             }
-            // More acknowledgements may already be waiting behind those just read.
-            read = true;
+            // Read again at once only when the last read filled the buffer: otherwise the socket
+            // was empty a moment ago, and poll(2) says when it is not (a read now would mostly
+            // answer EAGAIN).
+            read = more;
         }
         // Once per poll: the connection coalesces what is frequent (published, acknowledged),
         // so the driver's queue holds a handful of events whatever the rounds did.
@@ -666,23 +671,25 @@ where
         moved
     }
 
-    /// Reads once and hands whole packets to the connection; true when bytes came.
-    fn receive(&mut self, now: u64) -> bool {
+    /// Reads once and hands whole packets to the connection; answers whether bytes came and
+    /// whether the read filled the buffer (so more may be waiting).
+    fn receive(&mut self, now: u64) -> (bool, bool) {
         let (Some(socket), Some(conn)) = (self.socket.as_mut(), self.conn.as_mut()) else {
-            return false;
+            return (false, false);
         };
         let space = self.bufs.rx.get_mut(self.rx_len..).unwrap_or_default();
         if space.is_empty() {
             // Cannot happen (whole packets fit and are consumed), but an empty read would look
             // like EOF.
-            return false;
+            return (false, false);
         }
+        let room = space.len();
         match self.stack.receive(socket, space) {
-            Err(nb::Error::WouldBlock) => false,
+            Err(nb::Error::WouldBlock) => (false, false),
             // The broker closed TCP: noticed now, not at the next keepalive.
             Ok(0) => {
                 conn.abort(End::PeerClosed);
-                true
+                (true, false)
             }
             Ok(n) => {
                 self.rx_len = (self.rx_len + n).min(self.bufs.rx.len());
@@ -690,12 +697,12 @@ where
                 let used = conn.handle_input(data, now).min(self.rx_len);
                 self.bufs.rx.copy_within(used..self.rx_len, 0);
                 self.rx_len -= used;
-                true
+                (true, n == room)
             }
             Err(nb::Error::Other(e)) => {
                 conn.abort(End::Network(e.kind()));
                 self.stack_error = Some(e);
-                true
+                (true, false)
             }
         }
     }

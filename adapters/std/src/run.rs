@@ -49,6 +49,8 @@ pub struct FileTokens {
     watcher: TokenWatcher,
     /// Events arrived and are settling: look again after this long.
     settle: Option<Duration>,
+    /// The last wait saw the watcher's wake descriptor readable.
+    woken: bool,
     last_error: Option<TokenError>,
 }
 
@@ -64,6 +66,7 @@ impl FileTokens {
                 file,
                 watcher,
                 settle: None,
+                woken: true,
                 last_error: None,
             },
             error,
@@ -119,7 +122,7 @@ impl TokenSource for FileTokens {
     }
 
     fn changed(&mut self) -> bool {
-        match self.watcher.check() {
+        match self.watcher.check_after(std::mem::take(&mut self.woken)) {
             Watch::Changed => {
                 self.settle = None;
                 true
@@ -264,7 +267,9 @@ where
         if let Some(d) = tokens.settle {
             timeout = timeout.min(d);
         }
-        ready = wait(&driver, readable, writable, timeout).map_err(RunError::Wait)?;
+        let (socket, woken) = wait(&driver, readable, writable, timeout).map_err(RunError::Wait)?;
+        driver.tokens_mut().woken |= woken;
+        ready = socket;
     }
 }
 
@@ -301,23 +306,24 @@ fn report<S>(
 }
 
 /// Sleeps in `poll(2)` until the socket is ready as asked, the token directory changes, a signal
-/// arrives, or `timeout` passes; answers what the socket can do.
+/// arrives, or `timeout` passes; answers what the socket can do, and whether the watcher woke.
 fn wait<S>(
     driver: &Driver<'_, '_, S, StdClock, FileTokens>,
     readable: bool,
     writable: bool,
     timeout: Duration,
-) -> io::Result<Ready>
+) -> io::Result<(Ready, bool)>
 where
     S: TcpClientStack,
     S::TcpSocket: Waitable,
 {
     let socket = driver.socket();
     if readable && socket.is_some_and(|s| s.has_buffered_input()) {
-        return Ok(Ready {
+        let ready = Ready {
             readable: true,
             writable: false,
-        });
+        };
+        return Ok((ready, false));
     }
     let writable = writable || socket.is_some_and(|s| s.wants_write());
     let mut interest = PollFlags::empty();
@@ -351,15 +357,16 @@ where
         Err(rustix::io::Errno::INTR) => {}
         Err(e) => return Err(e.into()),
     }
-    let got = if socket_fd.is_some() {
-        list[0].revents()
-    } else {
-        PollFlags::empty()
+    let (got, woken) = match list {
+        [socket, wake] => (socket.revents(), !wake.revents().is_empty()),
+        [wake] => (PollFlags::empty(), !wake.revents().is_empty()),
+        _ => (PollFlags::empty(), false),
     };
     // Errors and hang-ups are reported by the next read or write: let both happen.
     let trouble = got.intersects(PollFlags::ERR | PollFlags::HUP);
-    Ok(Ready {
+    let ready = Ready {
         readable: got.contains(PollFlags::IN) || trouble,
         writable: got.contains(PollFlags::OUT) || trouble,
-    })
+    };
+    Ok((ready, woken))
 }

@@ -124,8 +124,17 @@ impl TokenWatcher {
 
     /// Reports whether the token may have changed since the last `Changed`.
     pub fn check(&mut self) -> Watch {
-        let mut sink = [0u8; 64];
-        while matches!(std::io::Read::read(&mut &self.wake_rx, &mut sink), Ok(n) if n > 0) {}
+        self.check_after(true)
+    }
+
+    /// [`TokenWatcher::check`] for a caller that polls [`TokenWatcher::wake_fd`] itself:
+    /// `woken` says whether that poll saw it readable. The pipe is drained only then (or when
+    /// events are pending), so a quiet watcher costs no syscall.
+    pub fn check_after(&mut self, woken: bool) -> Watch {
+        if woken || self.dirty.load(Ordering::SeqCst) {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::Read::read(&mut &self.wake_rx, &mut sink), Ok(n) if n > 0) {}
+        }
         if self.last_stat.elapsed() >= self.stat_every {
             self.last_stat = Instant::now();
             let id = file_id(&self.path);

@@ -748,7 +748,7 @@ fn stop_drains_then_disconnects_then_reports_stopped() {
     for id in ids {
         t.net.borrow_mut().push(&puback(id));
     }
-    let s = t.run(10, 0, |_| false);
+    let s = t.run(100, 0, |_| false);
     assert!(matches!(s, Status::Stopped(p) if p.acked_next == 64 && p.next == 64));
     assert_eq!(t.sent[0].last(), Some(&Sent::Disconnect(0x00)));
     assert_eq!(counters(&t.sent[0]).len(), 64, "nothing new after the stop");
@@ -891,7 +891,7 @@ fn a_disconnect_that_meets_a_full_socket_is_still_sent_whole_before_close() {
     for id in 1..=64 {
         t.net.borrow_mut().push(&puback(id));
     }
-    let s = t.run(20, 10, |_| false);
+    let s = t.run(100, 10, |_| false);
     assert!(matches!(s, Status::Stopped(_)), "{s:?}");
     let (p, rest) = packets(&t.net.borrow().streams[0]);
     assert_eq!((p.last(), rest), (Some(&Sent::Disconnect(0x00)), 0));
