@@ -37,7 +37,8 @@ pub const MOSQUITTO: &[Tool] = &[
 
 /// What the rest of the test suite runs: `ld` (footprint), `ip` (the smoltcp TAP test's network
 /// namespace), `kubectl` (renders deploy/'s kustomizations offline; Debian's `kubernetes-client`
-/// is old but its built-in kustomize is enough), `dnsmasq` (the deploy tests' cluster-like DNS).
+/// is old but its built-in kustomize is enough), `dnsmasq` (the deploy tests' cluster-like DNS),
+/// `strace` (tests/tests/connect_edges.rs counts connect(2) calls with it).
 pub const TEST_TOOLS: &[Tool] = &[
     Tool {
         program: "ld",
@@ -54,6 +55,10 @@ pub const TEST_TOOLS: &[Tool] = &[
     Tool {
         program: "dnsmasq",
         package: "dnsmasq-base",
+    },
+    Tool {
+        program: "strace",
+        package: "strace",
     },
 ];
 
