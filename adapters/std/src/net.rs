@@ -483,6 +483,19 @@ mod tests {
         (stack, socket, server)
     }
 
+    /// A connection the server has reset (RST pending at the client), and the server's address.
+    fn reset_by_peer() -> (StdStack, StdSocket, SocketAddr) {
+        let (stack, socket, server) = connected();
+        // SO_LINGER 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        let server_addr = server.local_addr().expect("addr");
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        (stack, socket, server_addr)
+    }
+
     fn err<T: fmt::Debug>(result: nb::Result<T, StdError>) -> StdError {
         match result {
             Err(nb::Error::Other(e)) => e,
@@ -569,14 +582,7 @@ mod tests {
 
     #[test]
     fn peer_reset_is_a_closed_pipe() {
-        let (mut stack, mut socket, server) = connected();
-        // SO_LINGER 0: close sends RST instead of FIN.
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        let server_addr = server.local_addr().expect("addr");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, server_addr) = reset_by_peer();
         let e = err(stack.receive(&mut socket, &mut [0; 16]));
         assert_eq!(e.io_kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(e.kind(), TcpErrorKind::PipeClosed);
@@ -591,12 +597,7 @@ mod tests {
 
     #[test]
     fn send_after_peer_reset_is_a_closed_pipe() {
-        let (mut stack, mut socket, server) = connected();
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, _) = reset_by_peer();
         let e = err(stack.send(&mut socket, b"\xe0\x00"));
         assert_eq!(e.kind(), TcpErrorKind::PipeClosed, "{e}");
         assert_eq!(e.op(), "send");
@@ -649,12 +650,7 @@ mod tests {
         let socket = stack.socket().expect("socket");
         stack.close(socket).expect("close unconnected");
 
-        let (mut stack, mut socket, server) = connected();
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, _) = reset_by_peer();
         let _ = stack.receive(&mut socket, &mut [0; 4]);
         stack.close(socket).expect("close after reset");
     }

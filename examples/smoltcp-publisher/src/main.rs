@@ -348,11 +348,8 @@ fn main() -> ExitCode {
         auth,
         ..Config::from(&args.job)
     };
-    if let Err(e) = config.validate() {
-        error!(
-            "invalid configuration: {}",
-            satmqtt_cli::config_error_text(&e)
-        );
+    if let Err(e) = satmqtt_cli::validate(&config) {
+        error!("{e}");
         return ExitCode::from(EXIT_CONFIG);
     }
 

@@ -418,65 +418,41 @@ mod tests {
     #[test]
     fn tls13_carries_bytes_both_ways_and_close_sends_close_notify() {
         let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["localhost"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS13], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
+        let (addr, server) = serve_echo(&ca, &["localhost"], &rustls::version::TLS13);
         let files = Files::new();
         let mut stack = stack(&files, &ca, "localhost");
-        let mut socket = connected(&mut stack, addr);
+        let socket = connected(&mut stack, addr);
         assert!(socket.is_connected());
         assert!(socket.fd().is_some());
         assert_eq!(
             socket.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
         );
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
     fn tls12_broker_is_accepted() {
         let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["localhost"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS12], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
+        let (addr, server) = serve_echo(&ca, &["localhost"], &rustls::version::TLS12);
         let files = Files::new();
         let mut stack = stack(&files, &ca, "localhost");
-        let mut socket = connected(&mut stack, addr);
+        let socket = connected(&mut stack, addr);
         assert_eq!(
             socket.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_2)
         );
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
     fn ip_address_server_name_is_checked_against_ip_sans() {
         let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["127.0.0.1"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS13], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
+        let (addr, server) = serve_echo(&ca, &["127.0.0.1"], &rustls::version::TLS13);
         let files = Files::new();
         let mut stack = stack(&files, &ca, "127.0.0.1");
-        let mut socket = connected(&mut stack, addr);
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        let socket = connected(&mut stack, addr);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
@@ -559,14 +535,8 @@ mod tests {
         };
         let mut stack = TlsStack::new(&cfg, Duration::from_secs(5)).expect("stack");
         assert!(stack.describe().contains("with a client certificate"));
-        let mut socket = connected(&mut stack, addr);
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        let socket = connected(&mut stack, addr);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
