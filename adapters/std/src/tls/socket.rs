@@ -415,13 +415,22 @@ mod tests {
     use crate::net::wait_socket;
     use crate::tls::testing::*;
 
+    /// A stack trusting a fresh CA, connected to an echoing broker whose certificate (from that
+    /// CA) is for `name`, which is also the server name checked.
+    fn echo_session(
+        name: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (TlsStack, TlsSocket, std::thread::JoinHandle<()>) {
+        let ca = Ca::new("test CA");
+        let (addr, server) = serve_echo(&ca, &[name], version);
+        let mut stack = stack(&Files::new(), &ca, name);
+        let socket = connected(&mut stack, addr);
+        (stack, socket, server)
+    }
+
     #[test]
     fn tls13_carries_bytes_both_ways_and_close_sends_close_notify() {
-        let ca = Ca::new("test CA");
-        let (addr, server) = serve_echo(&ca, &["localhost"], &rustls::version::TLS13);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "localhost");
-        let socket = connected(&mut stack, addr);
+        let (mut stack, socket, server) = echo_session("localhost", &rustls::version::TLS13);
         assert!(socket.is_connected());
         assert!(socket.fd().is_some());
         assert_eq!(
@@ -433,11 +442,7 @@ mod tests {
 
     #[test]
     fn tls12_broker_is_accepted() {
-        let ca = Ca::new("test CA");
-        let (addr, server) = serve_echo(&ca, &["localhost"], &rustls::version::TLS12);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "localhost");
-        let socket = connected(&mut stack, addr);
+        let (mut stack, socket, server) = echo_session("localhost", &rustls::version::TLS12);
         assert_eq!(
             socket.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_2)
@@ -447,11 +452,7 @@ mod tests {
 
     #[test]
     fn ip_address_server_name_is_checked_against_ip_sans() {
-        let ca = Ca::new("test CA");
-        let (addr, server) = serve_echo(&ca, &["127.0.0.1"], &rustls::version::TLS13);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "127.0.0.1");
-        let socket = connected(&mut stack, addr);
+        let (mut stack, socket, server) = echo_session("127.0.0.1", &rustls::version::TLS13);
         exchange_and_close(&mut stack, socket, server);
     }
 
