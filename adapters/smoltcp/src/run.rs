@@ -82,48 +82,55 @@ where
     T: TokenSource,
     P: Platform + ?Sized,
 {
-    // Sockets closed so far whose return was reported, and when the last close was noticed.
-    let mut returned = driver.stack_mut().stats().closed;
-    let mut closed_at: Option<u64> = None;
+    let returned = driver.stack_mut().stats().closed;
+    let mut run = Loop {
+        driver,
+        platform,
+        returned,
+        closed_at: None,
+    };
     loop {
-        if platform.stop_requested() {
-            driver.stop();
+        if run.platform.stop_requested() {
+            run.driver.stop();
         }
-        poll_stack(driver, platform);
-        if driver.socket().is_none() && settle(driver, platform, &mut returned, &mut closed_at) {
+        run.poll_stack();
+        if run.driver.socket().is_none() && run.settle() {
             continue;
         }
-        let status = driver.poll(Ready::ALL);
-        while let Some(event) = driver.poll_event() {
-            platform.note(Note::Event(event));
+        let status = run.driver.poll(Ready::ALL);
+        while let Some(event) = run.driver.poll_event() {
+            run.platform.note(Note::Event(event));
         }
         // Send what the driver just wrote now, not one wait later.
-        let moved = poll_stack(driver, platform);
-        match status? {
+        let moved = run.poll_stack();
+        let outcome = match status? {
             Status::Wait { ms, .. } => {
                 // A socket changed state after the driver looked (the connection came up,
                 // bytes arrived with the ACK of what it sent): let it look again at once.
                 if ms > 0 && !moved {
-                    platform.wait(clamp_wait(ms));
+                    run.platform.wait(clamp_wait(ms));
                 }
+                continue;
             }
-            Status::Finished(p) => {
-                finish(driver, platform, &mut returned, &mut closed_at);
-                return Ok(Outcome::Finished(p));
-            }
-            Status::Stopped(p) => {
-                finish(driver, platform, &mut returned, &mut closed_at);
-                return Ok(Outcome::Stopped(p));
-            }
-        }
+            Status::Finished(p) => Outcome::Finished(p),
+            Status::Stopped(p) => Outcome::Stopped(p),
+        };
+        run.finish();
+        return Ok(outcome);
     }
 }
 
-/// Moves frames; true when a socket changed state.
-fn poll_stack<D, C, K, T, P>(
-    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
-    platform: &mut P,
-) -> bool
+/// The driver, the platform, and what the loop keeps between connections.
+struct Loop<'r, Dr, P: ?Sized> {
+    driver: &'r mut Dr,
+    platform: &'r mut P,
+    /// Sockets closed so far whose return was reported.
+    returned: u32,
+    /// When the last close was noticed, while its handshake runs.
+    closed_at: Option<u64>,
+}
+
+impl<D, C, K, T, P> Loop<'_, Driver<'_, '_, SmolStack<'_, D, C>, K, T>, P>
 where
     D: Device,
     C: Clock + Clone,
@@ -133,69 +140,47 @@ where
     T: TokenSource,
     P: Platform + ?Sized,
 {
-    match driver.stack_mut().poll() {
-        Ok(moved) => moved,
-        Err(_) => {
-            platform.note(Note::ClockError);
-            false
+    /// Moves frames; true when a socket changed state.
+    fn poll_stack(&mut self) -> bool {
+        match self.driver.stack_mut().poll() {
+            Ok(moved) => moved,
+            Err(_) => {
+                self.platform.note(Note::ClockError);
+                false
+            }
         }
     }
-}
 
-/// Between connections: true (and one wait) while a closed socket's handshake is still running;
-/// once it is over, reports the socket's return.
-fn settle<D, C, K, T, P>(
-    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
-    platform: &mut P,
-    returned: &mut u32,
-    closed_at: &mut Option<u64>,
-) -> bool
-where
-    D: Device,
-    C: Clock + Clone,
-    u32: From<C::T>,
-    K: Clock,
-    u64: From<K::T>,
-    T: TokenSource,
-    P: Platform + ?Sized,
-{
-    let stats = driver.stack_mut().stats();
-    if stats.closed == *returned {
-        return false;
+    /// Between connections: true (and one wait) while a closed socket's handshake is still
+    /// running; once it is over, reports the socket's return.
+    fn settle(&mut self) -> bool {
+        let stats = self.driver.stack_mut().stats();
+        if stats.closed == self.returned {
+            return false;
+        }
+        let at = *self.closed_at.get_or_insert_with(|| self.driver.now_ms());
+        if !self.driver.stack_mut().is_settled() {
+            self.platform.wait(MAX_WAIT_MS);
+            return true;
+        }
+        self.returned = stats.closed;
+        self.closed_at = None;
+        let waited_ms = self.driver.now_ms().saturating_sub(at);
+        self.platform
+            .note(Note::SocketReturned { stats, waited_ms });
+        false
     }
-    let at = *closed_at.get_or_insert_with(|| driver.now_ms());
-    if !driver.stack_mut().is_settled() {
-        platform.wait(MAX_WAIT_MS);
-        return true;
-    }
-    *returned = stats.closed;
-    *closed_at = None;
-    let waited_ms = driver.now_ms().saturating_sub(at);
-    platform.note(Note::SocketReturned { stats, waited_ms });
-    false
-}
 
-/// After the last connection: lets its closing handshake finish (bounded by the linger time).
-fn finish<D, C, K, T, P>(
-    driver: &mut Driver<'_, '_, SmolStack<'_, D, C>, K, T>,
-    platform: &mut P,
-    returned: &mut u32,
-    closed_at: &mut Option<u64>,
-) where
-    D: Device,
-    C: Clock + Clone,
-    u32: From<C::T>,
-    K: Clock,
-    u64: From<K::T>,
-    T: TokenSource,
-    P: Platform + ?Sized,
-{
-    // The stack lingers out a handshake that does not finish, so this ends; the count bounds
-    // it even on a clock that stands still.
-    for _ in 0..100_000 {
-        poll_stack(driver, platform);
-        if !settle(driver, platform, returned, closed_at) {
-            return;
+    /// After the last connection: lets its closing handshake finish (bounded by the linger
+    /// time).
+    fn finish(&mut self) {
+        // The stack lingers out a handshake that does not finish, so this ends; the count
+        // bounds it even on a clock that stands still.
+        for _ in 0..100_000 {
+            self.poll_stack();
+            if !self.settle() {
+                return;
+            }
         }
     }
 }

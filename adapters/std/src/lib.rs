@@ -22,7 +22,7 @@ pub mod token;
 pub mod watch;
 
 pub use clock::StdClock;
-pub use net::{wait_readable, wait_socket, LastError, StdError, StdSocket, StdStack, Waitable};
+pub use net::{wait_readable, wait_socket, StdError, StdSocket, StdStack, Waitable};
 pub use run::{run, Note, Outcome, RunError, RunOptions};
 pub use run::{FileTokens, Unavailable, RX_LEN};
 pub use tls::{TlsConfig, TlsError, TlsFailure, TlsSocket, TlsStack};

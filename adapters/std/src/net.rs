@@ -14,29 +14,23 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// A TCP client stack on std sockets with a bounded connect and `TCP_NODELAY`.
+///
+/// Its errors ([`StdError`]) carry the operation, the peer and the OS error; the core's driver
+/// keeps the last one for the program (`Driver::take_stack_error`).
 #[derive(Debug, Clone, Default)]
-pub struct StdStack {
-    last_error: LastError,
-}
+pub struct StdStack;
 
 impl StdStack {
     /// A stack whose `connect` never blocks: it answers `WouldBlock` until the connection is up
     /// (the caller bounds the wait).
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A handle to the text of the last failure (e.g. "connect to …: Connection refused"): the
-    /// core reports stack errors only by kind, the program logs this text beside them.
-    pub fn error_handle(&self) -> LastError {
-        self.last_error.clone()
+        Self
     }
 }
 
@@ -52,10 +46,17 @@ pub struct StdSocket {
 impl StdSocket {
     /// The connected stream's file descriptor, for `poll(2)`; `None` when not connected.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        match (&self.stream, &self.dial) {
-            (Some(stream), _) => Some(stream.as_fd()),
-            (None, Some(dial)) => Some(dial.fd()),
-            (None, None) => None,
+        tcp_fd(self.stream.as_ref(), self.dial.as_ref())
+    }
+
+    /// The connected stream and the peer, for `op`.
+    fn connected(
+        &mut self,
+        op: &'static str,
+    ) -> nb::Result<(&mut TcpStream, Option<SocketAddr>), StdError> {
+        match self.stream.as_mut() {
+            Some(stream) => Ok((stream, self.peer)),
+            None => Err(nb::Error::Other(StdError::not_connected(op))),
         }
     }
 
@@ -144,7 +145,7 @@ pub(crate) struct Dial {
 
 /// What starting a connect gave.
 #[derive(Debug)]
-pub(crate) enum Dialed {
+enum Dialed {
     /// Connected at once (loopback sometimes is).
     Done(TcpStream),
     /// In progress: [`Dial::poll`] it.
@@ -153,7 +154,7 @@ pub(crate) enum Dialed {
 
 impl Dial {
     /// Starts connecting to `remote`.
-    pub(crate) fn start(remote: SocketAddr) -> io::Result<Dialed> {
+    fn start(remote: SocketAddr) -> io::Result<Dialed> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(remote),
             socket2::Type::STREAM,
@@ -172,7 +173,7 @@ impl Dial {
     }
 
     /// The connect's outcome, if it has one yet.
-    pub(crate) fn poll(&self) -> nb::Result<(), io::Error> {
+    fn poll(&self) -> nb::Result<(), io::Error> {
         let mut fds = [PollFd::new(&self.socket, PollFlags::OUT)];
         let zero = Timespec {
             tv_sec: 0,
@@ -189,15 +190,56 @@ impl Dial {
         }
     }
 
-    /// The connected stream.
-    pub(crate) fn into_stream(self) -> TcpStream {
-        self.socket.into()
+    /// Starts connecting to `remote`, or goes on with the connect in `slot`: the stream once
+    /// connected, `WouldBlock` (with the connect kept in `slot`) while under way.
+    pub(crate) fn advance(
+        slot: &mut Option<Dial>,
+        remote: SocketAddr,
+    ) -> nb::Result<TcpStream, io::Error> {
+        let dial = match slot.take() {
+            Some(dial) => dial,
+            None => match Dial::start(remote)? {
+                Dialed::Done(stream) => return Ok(stream),
+                Dialed::Pending(dial) => dial,
+            },
+        };
+        match dial.poll() {
+            Ok(()) => Ok(dial.socket.into()),
+            Err(nb::Error::WouldBlock) => {
+                *slot = Some(dial);
+                Err(nb::Error::WouldBlock)
+            }
+            Err(e) => Err(e),
+        }
     }
+}
 
-    /// Its descriptor, to wait for writability.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+/// The descriptor to `poll(2)` on: the connected stream's, else the connect's under way.
+pub(crate) fn tcp_fd<'a>(
+    stream: Option<&'a TcpStream>,
+    dial: Option<&'a Dial>,
+) -> Option<BorrowedFd<'a>> {
+    stream
+        .map(AsFd::as_fd)
+        .or_else(|| dial.map(|d| d.socket.as_fd()))
+}
+
+/// Shuts the connection down both ways (a FIN even if another handle to the descriptor were
+/// alive); after a reset the connection is already gone, which is what closing wants anyway.
+pub(crate) fn shutdown(stream: &TcpStream, peer: Option<SocketAddr>) -> Result<(), StdError> {
+    match stream.shutdown(Shutdown::Both) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(StdError::new("close", peer, e)),
+        _ => Ok(()),
     }
+}
+
+/// Whether a non-blocking I/O error only means "not now": `Interrupted` is retried by the
+/// caller's next poll like `WouldBlock`.
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// The [`TcpErrorKind`] of an OS error: the ways a connection ends are a closed pipe.
@@ -212,21 +254,12 @@ pub(crate) fn io_error_kind(kind: io::ErrorKind) -> TcpErrorKind {
     }
 }
 
-/// Maps a non-blocking I/O error; `Interrupted` is retried by the caller's next poll like any
-/// other "not now".
+/// Maps a non-blocking I/O error.
 fn nb_error(op: &'static str, peer: Option<SocketAddr>, e: io::Error) -> nb::Error<StdError> {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => nb::Error::WouldBlock,
-        _ => nb::Error::Other(StdError::new(op, peer, e)),
-    }
-}
-
-impl StdStack {
-    fn record(&self, e: nb::Error<StdError>) -> nb::Error<StdError> {
-        if let nb::Error::Other(e) = &e {
-            self.last_error.set(e);
-        }
-        e
+    if would_block(&e) {
+        nb::Error::WouldBlock
+    } else {
+        nb::Error::Other(StdError::new(op, peer, e))
     }
 }
 
@@ -247,47 +280,22 @@ impl TcpClientStack for StdStack {
         if socket.stream.is_some() {
             return Ok(());
         }
-        let fail = |e| {
-            let e = StdError::new("connect", Some(remote), e);
-            self.last_error.set(&e);
-            nb::Error::Other(e)
-        };
-        let dial = match socket.dial.take() {
-            Some(dial) => dial,
-            None => {
-                self.last_error.clear();
-                socket.peer = Some(remote);
-                match Dial::start(remote).map_err(fail)? {
-                    Dialed::Done(stream) => {
-                        socket.stream = Some(stream);
-                        return Ok(());
-                    }
-                    Dialed::Pending(dial) => dial,
-                }
-            }
-        };
-        match dial.poll() {
-            Ok(()) => {
-                socket.stream = Some(dial.into_stream());
+        socket.peer = Some(remote);
+        match Dial::advance(&mut socket.dial, remote) {
+            Ok(stream) => {
+                socket.stream = Some(stream);
                 Ok(())
             }
-            Err(nb::Error::WouldBlock) => {
-                socket.dial = Some(dial);
-                Err(nb::Error::WouldBlock)
+            Err(nb::Error::WouldBlock) => Err(nb::Error::WouldBlock),
+            Err(nb::Error::Other(e)) => {
+                Err(nb::Error::Other(StdError::new("connect", Some(remote), e)))
             }
-            Err(nb::Error::Other(e)) => Err(fail(e)),
         }
     }
 
     fn send(&mut self, socket: &mut StdSocket, buffer: &[u8]) -> nb::Result<usize, StdError> {
-        let peer = socket.peer;
-        let stream = socket
-            .stream
-            .as_mut()
-            .ok_or_else(|| nb::Error::Other(StdError::not_connected("send")))?;
-        stream
-            .write(buffer)
-            .map_err(|e| self.record(nb_error("send", peer, e)))
+        let (stream, peer) = socket.connected("send")?;
+        stream.write(buffer).map_err(|e| nb_error("send", peer, e))
     }
 
     fn receive(
@@ -295,28 +303,17 @@ impl TcpClientStack for StdStack {
         socket: &mut StdSocket,
         buffer: &mut [u8],
     ) -> nb::Result<usize, StdError> {
-        let peer = socket.peer;
-        let stream = socket
-            .stream
-            .as_mut()
-            .ok_or_else(|| nb::Error::Other(StdError::not_connected("receive")))?;
+        let (stream, peer) = socket.connected("receive")?;
         // Ok(0) on a non-empty buffer is EOF; it is passed on as is, the core decides.
         stream
             .read(buffer)
-            .map_err(|e| self.record(nb_error("receive", peer, e)))
+            .map_err(|e| nb_error("receive", peer, e))
     }
 
     fn close(&mut self, socket: StdSocket) -> Result<(), StdError> {
-        let Some(stream) = socket.stream else {
-            return Ok(());
-        };
-        // Shutdown sends FIN even if another handle to the fd were alive; after a reset the
-        // connection is already gone, which is what close wants anyway.
-        match stream.shutdown(Shutdown::Both) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                Err(StdError::new("close", socket.peer, e))
-            }
-            _ => Ok(()),
+        match &socket.stream {
+            Some(stream) => shutdown(stream, socket.peer),
+            None => Ok(()),
         }
     }
 }
@@ -395,40 +392,6 @@ fn poll_pair(a: Option<PollFd<'_>>, b: Option<PollFd<'_>>, timeout: Duration) ->
         Ok(_) => Ok(fds.iter().any(|fd| !fd.revents().is_empty())),
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// A shared slot holding the text of the last connection failure of a [`StdStack`] or a
-/// [`TlsStack`](crate::TlsStack).
-///
-/// The core reports a stack error only as `End::Network(kind)`; the program keeps a clone of
-/// this handle (from [`TlsStack::error_handle`], before the stack moves into the publisher) and
-/// takes the text when the core reports the disconnection. A new connection attempt clears it.
-#[derive(Debug, Clone, Default)]
-pub struct LastError(Arc<Mutex<Option<String>>>);
-
-impl LastError {
-    fn slot(&self) -> MutexGuard<'_, Option<String>> {
-        // A String cannot be left half-written: a poisoned slot is still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The last failure's text, if one happened since the last [`take`](Self::take).
-    pub fn get(&self) -> Option<String> {
-        self.slot().clone()
-    }
-
-    /// The last failure's text, emptying the slot.
-    pub fn take(&self) -> Option<String> {
-        self.slot().take()
-    }
-
-    pub(crate) fn set(&self, e: &dyn std::fmt::Display) {
-        *self.slot() = Some(e.to_string());
-    }
-
-    pub(crate) fn clear(&self) {
-        *self.slot() = None;
     }
 }
 
@@ -514,10 +477,23 @@ mod tests {
 
     fn connected() -> (StdStack, StdSocket, TcpStream) {
         let (listener, addr) = listener();
-        let mut stack = StdStack::default();
+        let mut stack = StdStack::new();
         let mut socket = stack.socket().expect("socket");
         let (server, _) = listener.accept_connecting(&mut stack, &mut socket, addr);
         (stack, socket, server)
+    }
+
+    /// A connection the server has reset (RST pending at the client), and the server's address.
+    fn reset_by_peer() -> (StdStack, StdSocket, SocketAddr) {
+        let (stack, socket, server) = connected();
+        // SO_LINGER 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        let server_addr = server.local_addr().expect("addr");
+        drop(server);
+        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        (stack, socket, server_addr)
     }
 
     fn err<T: fmt::Debug>(result: nb::Result<T, StdError>) -> StdError {
@@ -606,14 +582,7 @@ mod tests {
 
     #[test]
     fn peer_reset_is_a_closed_pipe() {
-        let (mut stack, mut socket, server) = connected();
-        // SO_LINGER 0: close sends RST instead of FIN.
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        let server_addr = server.local_addr().expect("addr");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, server_addr) = reset_by_peer();
         let e = err(stack.receive(&mut socket, &mut [0; 16]));
         assert_eq!(e.io_kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(e.kind(), TcpErrorKind::PipeClosed);
@@ -628,12 +597,7 @@ mod tests {
 
     #[test]
     fn send_after_peer_reset_is_a_closed_pipe() {
-        let (mut stack, mut socket, server) = connected();
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, _) = reset_by_peer();
         let e = err(stack.send(&mut socket, b"\xe0\x00"));
         assert_eq!(e.kind(), TcpErrorKind::PipeClosed, "{e}");
         assert_eq!(e.op(), "send");
@@ -643,7 +607,7 @@ mod tests {
     fn refused_connect_names_the_address() {
         let (listener, addr) = listener();
         drop(listener);
-        let mut stack = StdStack::default();
+        let mut stack = StdStack::new();
         let mut socket = stack.socket().expect("socket");
         let e = err(stack.connect(&mut socket, addr));
         assert_eq!(e.io_kind(), io::ErrorKind::ConnectionRefused);
@@ -659,7 +623,7 @@ mod tests {
 
     #[test]
     fn never_connected_socket_cannot_send_or_receive() {
-        let mut stack = StdStack::default();
+        let mut stack = StdStack::new();
         let mut socket = stack.socket().expect("socket");
 
         let e = err(stack.send(&mut socket, b"x"));
@@ -682,16 +646,11 @@ mod tests {
 
     #[test]
     fn close_after_reset_or_without_connect_is_ok() {
-        let mut stack = StdStack::default();
+        let mut stack = StdStack::new();
         let socket = stack.socket().expect("socket");
         stack.close(socket).expect("close unconnected");
 
-        let (mut stack, mut socket, server) = connected();
-        socket2::SockRef::from(&server)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
-        drop(server);
-        assert!(wait_readable(Some(&socket), PATIENCE).expect("poll"));
+        let (mut stack, mut socket, _) = reset_by_peer();
         let _ = stack.receive(&mut socket, &mut [0; 4]);
         stack.close(socket).expect("close after reset");
     }
@@ -713,7 +672,7 @@ mod tests {
 
     #[test]
     fn wait_readable_without_a_connection_sleeps_for_the_timeout() {
-        let mut stack = StdStack::default();
+        let mut stack = StdStack::new();
         let unconnected = stack.socket().expect("socket");
         for socket in [None, Some(&unconnected)] {
             let start = Instant::now();

@@ -39,11 +39,7 @@ fn run() -> Result<(), String> {
     config.client_id = &client_id;
     config.topic = &a.topic;
     config.payload_prefix = &a.prefix;
-    config.qos = if a.qos == 0 {
-        Qos::AtMostOnce
-    } else {
-        Qos::AtLeastOnce
-    };
+    config.qos = Qos::try_from(a.qos).map_err(|e| format!("invalid --qos: {e}"))?;
     config.interval_ms = a.interval_ms;
     config.count = a.count;
     let tokens = TokenFile::new(&a.token_file);

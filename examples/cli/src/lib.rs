@@ -136,6 +136,13 @@ pub fn config_error_text(error: &ConfigError) -> String {
     }
 }
 
+/// `config` checked by the core, or the start-up line saying what is wrong, naming the flag.
+pub fn validate(config: &Config<'_>) -> Result<(), String> {
+    config
+        .validate()
+        .map_err(|e| format!("invalid configuration: {}", config_error_text(&e)))
+}
+
 /// The default client id and where it came from: `POD_NAME` (unique per replica), else
 /// `HOSTNAME`, else `sampleid`; empty counts as unset. `env` looks a variable up.
 pub fn client_id_fallback(env: &dyn Fn(&str) -> Option<String>) -> (String, &'static str) {

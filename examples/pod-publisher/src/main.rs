@@ -228,11 +228,8 @@ fn main() -> ExitCode {
         expiry_margin_s: args.expiry_margin_s,
         ..Config::from(&args.job)
     };
-    if let Err(e) = config.validate() {
-        error!(
-            "invalid configuration: {}",
-            satmqtt_cli::config_error_text(&e)
-        );
+    if let Err(e) = satmqtt_cli::validate(&config) {
+        error!("{e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let report = Report::new(args, broker, auth, heartbeat);

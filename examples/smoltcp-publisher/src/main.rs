@@ -14,27 +14,26 @@
 //! `ip addr add 10.77.0.1/24 dev tap0`, `ip link set tap0 up`); opening it needs
 //! CAP_NET_ADMIN and /dev/net/tun.
 
-use std::fmt::Arguments;
-use std::io::Write as _;
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use clap::Parser;
-use satmqtt::{Auth, BackoffConfig, Buffers, Config, Driver, End, Event, Qos, Token, TokenSource};
+use clap::CommandFactory;
+use log::{debug, error, info, warn};
+use satmqtt::{Auth, Buffers, Config, Driver, End, Event, Token, TokenSource};
+use satmqtt_cli::{JobArgs, LogArgs, EXIT_CONFIG};
 use satmqtt_smoltcp::{Millis, Note, Outcome, Platform, SmolStack};
+use satmqtt_std::{TokenError, TokenFile};
 use smoltcp::iface::{self, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpCidr};
 use zeroize::Zeroizing;
-
-/// Exit code for a configuration, token or device problem found at start-up.
-const EXIT_CONFIG: u8 = 2;
 
 /// Per-socket receive buffer: MQTT acknowledgements are tiny.
 const TCP_RX: usize = 2048;
@@ -43,7 +42,7 @@ const TCP_TX: usize = 8192;
 
 /// Publishes `<prefix><N>` over MQTT v5 with a service-account token, on smoltcp over a TAP
 /// device.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// TAP device to attach to (it must exist; the kernel side holds the broker's network).
@@ -61,15 +60,6 @@ struct Args {
     /// Broker TCP port.
     #[arg(long, env = "SATMQTT_PORT", default_value_t = 1883)]
     port: u16,
-    /// MQTT client id.
-    #[arg(long, env = "SATMQTT_CLIENT_ID", default_value = "sampleid")]
-    client_id: String,
-    /// Topic to publish to.
-    #[arg(long, env = "SATMQTT_TOPIC", default_value = "sampletopic")]
-    topic: String,
-    /// Payload prefix; the counter follows in decimal.
-    #[arg(long, env = "SATMQTT_PAYLOAD_PREFIX", default_value = "samplepayload")]
-    payload_prefix: String,
     /// Token file, read before every connection and again on every SIGUSR1.
     #[arg(long, env = "SATMQTT_TOKEN_FILE")]
     token_file: PathBuf,
@@ -81,33 +71,8 @@ struct Args {
     /// Longest token accepted; the core's buffers are sized for it once, as firmware would.
     #[arg(long, env = "SATMQTT_MAX_TOKEN_LEN", default_value_t = 4096)]
     max_token_len: usize,
-    /// QoS of every publish: 0 or 1.
-    #[arg(long, env = "SATMQTT_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    qos: u8,
-    /// Milliseconds between publishes; 0 = as fast as the connection allows.
-    #[arg(long, env = "SATMQTT_INTERVAL_MS", default_value_t = 1000)]
-    interval_ms: u64,
-    /// Messages to publish, then disconnect and exit 0; 0 = forever.
-    #[arg(long, env = "SATMQTT_COUNT", default_value_t = 0)]
-    count: u64,
-    /// First counter value.
-    #[arg(long, env = "SATMQTT_START", default_value_t = 0)]
-    start: u64,
-    /// MQTT keepalive in seconds.
-    #[arg(long, env = "SATMQTT_KEEPALIVE_S", default_value_t = 60)]
-    keepalive_s: u16,
-    /// Longest wait for TCP connect plus CONNACK, in milliseconds.
-    #[arg(long, env = "SATMQTT_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
-    connect_timeout_ms: u64,
-    /// Longest wait for QoS 1 acknowledgements when rotating or stopping, in milliseconds.
-    #[arg(long, env = "SATMQTT_DRAIN_TIMEOUT_MS", default_value_t = 5000)]
-    drain_timeout_ms: u64,
-    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
-    #[arg(long, env = "SATMQTT_BACKOFF_FLOOR_MS", default_value_t = 100)]
-    backoff_floor_ms: u64,
-    /// Longest reconnect delay in milliseconds.
-    #[arg(long, env = "SATMQTT_BACKOFF_CAP_MS", default_value_t = 60_000)]
-    backoff_cap_ms: u64,
+    #[command(flatten)]
+    job: JobArgs,
     /// TCP sockets in smoltcp's socket set (smoltcp-nal manages at most 16).
     #[arg(long, env = "SATMQTT_TCP_SOCKETS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
     tcp_sockets: u8,
@@ -117,9 +82,8 @@ struct Args {
     /// Value of the 32-bit millisecond clock at start; e.g. 4294964296 crosses the wrap 3 s in.
     #[arg(long, env = "SATMQTT_CLOCK_START_MS", default_value_t = 0)]
     clock_start_ms: u32,
-    /// Log every publish and acknowledgement too.
-    #[arg(long, short)]
-    verbose: bool,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 /// `--auth` values.
@@ -159,81 +123,52 @@ fn ticks() -> u32 {
         .wrapping_add(elapsed as u32)
 }
 
-/// One line per record on stderr: seconds since start, level, client id, message.
-struct Log {
-    client_id: String,
-    verbose: bool,
+/// Why the token file cannot be used: the std adapter's reader said so, or the token is longer
+/// than the buffers were sized for. Names the path, never the content.
+#[derive(Debug)]
+enum TokenProblem {
+    File(TokenError),
+    TooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
 }
 
-impl Log {
-    fn line(&self, level: &str, args: Arguments<'_>) {
-        let t = ORIGIN.get_or_init(Instant::now).elapsed().as_secs_f64();
-        // A failed write to stderr has nowhere better to be reported.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{t:9.3} {level:<5} [{}] {args}",
-            self.client_id
-        );
-    }
-
-    fn info(&self, args: Arguments<'_>) {
-        self.line("INFO", args);
-    }
-
-    fn warn(&self, args: Arguments<'_>) {
-        self.line("WARN", args);
-    }
-
-    fn error(&self, args: Arguments<'_>) {
-        self.line("ERROR", args);
-    }
-
-    fn debug(&self, args: Arguments<'_>) {
-        if self.verbose {
-            self.line("DEBUG", args);
+impl std::fmt::Display for TokenProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenProblem::File(e) => e.fmt(f),
+            TokenProblem::TooLong { path, len, max } => write!(
+                f,
+                "token in {} is {len} bytes, more than --max-token-len {max}",
+                path.display()
+            ),
         }
     }
 }
 
-/// Reads the token file: trailing whitespace trimmed, non-empty, UTF-8, at most `max` bytes.
-/// Errors name the path, never the content.
-fn read_token(path: &Path, max: usize) -> Result<Zeroizing<String>, String> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
-    );
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("token file {} is not UTF-8", path.display()))?;
-    let token = text.trim_end();
-    if token.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
-    }
-    if token.len() > max {
-        return Err(format!(
-            "token in {} is {} bytes, more than --max-token-len {max}",
-            path.display(),
-            token.len()
-        ));
-    }
-    Ok(Zeroizing::new(token.to_owned()))
-}
-
-/// The token file as the core's token source: read before every connection, and again when
-/// SIGUSR1 says a new token is there (the core compares it with the one in use).
+/// The token file as the core's token source: read (by the std adapter's [`TokenFile`]) before
+/// every connection, and again when SIGUSR1 says a new token is there (the core compares it
+/// with the one in use).
 struct FileToken {
-    path: PathBuf,
+    file: TokenFile,
     max_len: usize,
     reload: Arc<AtomicBool>,
-    log: Log,
 }
 
-/// Why the token file could not be used; names the path, never the content.
-#[derive(Debug)]
-struct TokenProblem(String);
-
-impl std::fmt::Display for TokenProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl FileToken {
+    /// The current token, or why it cannot be used.
+    fn read(&self) -> Result<satmqtt_std::Token, TokenProblem> {
+        let token = self.file.load().map_err(TokenProblem::File)?;
+        if token.len() > self.max_len {
+            return Err(TokenProblem::TooLong {
+                path: self.file.path().to_owned(),
+                len: token.len(),
+                max: self.max_len,
+            });
+        }
+        Ok(token)
     }
 }
 
@@ -241,18 +176,16 @@ impl TokenSource for FileToken {
     type Error = TokenProblem;
 
     fn load(&mut self, buf: &mut [u8]) -> Result<Token, TokenProblem> {
-        let token = read_token(&self.path, self.max_len).map_err(|e| {
-            self.log.warn(format_args!("{e}"));
-            TokenProblem(e)
-        })?;
-        let bytes = token.as_bytes();
-        let dst = buf.get_mut(..bytes.len()).ok_or_else(|| {
-            TokenProblem(format!(
-                "token in {} is {} bytes, more than the token buffer",
-                self.path.display(),
-                bytes.len()
-            ))
-        })?;
+        let token = self.read().inspect_err(|e| warn!("{e}"))?;
+        let bytes = token.as_str().as_bytes();
+        let room = buf.len();
+        let dst = buf
+            .get_mut(..bytes.len())
+            .ok_or_else(|| TokenProblem::TooLong {
+                path: self.file.path().to_owned(),
+                len: bytes.len(),
+                max: room,
+            })?;
         dst.copy_from_slice(bytes);
         Ok(Token {
             len: bytes.len(),
@@ -263,8 +196,7 @@ impl TokenSource for FileToken {
     fn changed(&mut self) -> bool {
         let reload = self.reload.swap(false, Ordering::SeqCst);
         if reload {
-            self.log
-                .info(format_args!("SIGUSR1: re-reading {}", self.path.display()));
+            info!("SIGUSR1: re-reading {}", self.file.path().display());
         }
         reload
     }
@@ -274,7 +206,6 @@ impl TokenSource for FileToken {
 struct Tap {
     fd: RawFd,
     stop: Arc<AtomicBool>,
-    log: Log,
     pool: usize,
     auth: Auth,
     attempts: u64,
@@ -298,7 +229,7 @@ impl Platform for Tap {
     fn note(&mut self, note: Note) {
         match note {
             Note::Event(event) => self.event(&event),
-            Note::SocketReturned { stats, waited_ms } => self.log.info(format_args!(
+            Note::SocketReturned { stats, waited_ms } => info!(
                 "socket returned: {} of {} TCP sockets in use, {} closing; opened {}, closed {}, \
                  handshakes finished {}, lingered out {} (waited {waited_ms} ms)",
                 stats.in_use,
@@ -308,10 +239,8 @@ impl Platform for Tap {
                 stats.closed,
                 stats.settled,
                 stats.lingered
-            )),
-            Note::ClockError => self
-                .log
-                .error(format_args!("the stack's clock failed (smoltcp-nal poll)")),
+            ),
+            Note::ClockError => error!("the stack's clock failed (smoltcp-nal poll)"),
         }
     }
 }
@@ -321,26 +250,23 @@ impl Tap {
         match event {
             Event::Connecting { .. } => {
                 self.attempts += 1;
-                self.log.debug(format_args!("{event}"));
+                debug!("{event}");
             }
             Event::Published { .. } | Event::Acked { .. } => {
-                self.log.debug(format_args!("{event}"))
+                debug!("{event}")
             }
             Event::PublishRejected { .. }
             | Event::ReauthDeferred { .. }
             | Event::TokenUnavailable { .. }
             | Event::TokenExpired { .. }
-            | Event::TokenExpiring { .. } => self.log.warn(format_args!("{event}")),
+            | Event::TokenExpiring { .. } => warn!("{event}"),
             Event::TokenChanged { .. } => {
                 self.rotations += 1;
                 let how = match self.auth {
                     Auth::K8sSat => "re-authenticating in band",
                     Auth::Sat => "rotating: draining, then DISCONNECT",
                 };
-                self.log.info(format_args!(
-                    "new token handed in: rotation {}, {how}",
-                    self.rotations
-                ));
+                info!("new token handed in: rotation {}, {how}", self.rotations);
             }
             Event::Disconnected {
                 why,
@@ -355,33 +281,33 @@ impl Tap {
                 };
                 if let End::TokenRejected(_) = why {
                     self.rejected_tokens += 1;
-                    self.log.warn(format_args!(
+                    warn!(
                         "session ended: {why}; {sent}; retrying in {retry_in_ms} ms (SIGUSR1 \
                          hands in a new token)"
-                    ));
+                    );
                 } else if why.is_failure() {
-                    self.log.warn(format_args!(
-                        "session ended: {why}; {sent}; retrying in {retry_in_ms} ms"
-                    ));
+                    warn!("session ended: {why}; {sent}; retrying in {retry_in_ms} ms");
                 } else {
-                    self.log.info(format_args!("session ended: {why}; {sent}"));
+                    info!("session ended: {why}; {sent}");
                 }
             }
             // Summed up when the run returns.
             Event::Finished { .. } => {}
-            _ => self.log.info(format_args!("{event}")),
+            _ => info!("{event}"),
         }
     }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (args, _) = satmqtt_cli::parse::<Args>(Args::command(), &argv, |_| None);
     CLOCK_START.store(args.clock_start_ms, Ordering::Relaxed);
     let _ = ticks();
-    let log = Log {
-        client_id: args.client_id.clone(),
-        verbose: args.verbose,
-    };
+    args.log.init(&args.job.client_id);
+    if let Err(e) = args.job.check() {
+        error!("invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
 
     // Signals first: SIGUSR1's default action would kill the process.
     let reload = Arc::new(AtomicBool::new(false));
@@ -393,19 +319,22 @@ fn main() -> ExitCode {
     ];
     for (signal, flag) in handlers {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
-            log.error(format_args!(
-                "cannot install the handler for signal {signal}: {e}"
-            ));
+            error!("cannot install the handler for signal {signal}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }
 
     // Checked once at start, so a missing or bad file is a start-up error and not a retry loop;
     // the core reads it again before every connection and on SIGUSR1.
-    let token_len = match read_token(&args.token_file, args.max_token_len) {
+    let tokens = FileToken {
+        file: TokenFile::new(&args.token_file),
+        max_len: args.max_token_len,
+        reload,
+    };
+    let token_len = match tokens.read() {
         Ok(token) => token.len(),
         Err(e) => {
-            log.error(format_args!("{e}"));
+            error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -413,44 +342,31 @@ fn main() -> ExitCode {
         AuthArg::Sat => Auth::Sat,
         AuthArg::K8sSat => Auth::K8sSat,
     };
-
     let broker = SocketAddr::from((args.host, args.port));
-    let mut config = Config::new(broker);
-    config.client_id = &args.client_id;
-    config.topic = &args.topic;
-    config.payload_prefix = &args.payload_prefix;
-    config.qos = if args.qos == 0 {
-        Qos::AtMostOnce
-    } else {
-        Qos::AtLeastOnce
+    let config = Config {
+        broker,
+        auth,
+        ..Config::from(&args.job)
     };
-    config.interval_ms = args.interval_ms;
-    config.start = args.start;
-    config.count = args.count;
-    config.keepalive_s = args.keepalive_s;
-    config.connect_timeout_ms = args.connect_timeout_ms;
-    config.drain_timeout_ms = args.drain_timeout_ms;
-    config.backoff = BackoffConfig {
-        floor_ms: args.backoff_floor_ms,
-        cap_ms: args.backoff_cap_ms,
-        ..BackoffConfig::default()
-    };
-    config.auth = auth;
+    if let Err(e) = satmqtt_cli::validate(&config) {
+        error!("{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
 
     // The device, as an MCU's Ethernet driver.
     let mut device = match TunTapInterface::new(&args.tap, Medium::Ethernet) {
         Ok(device) => device,
         Err(e) => {
-            log.error(format_args!(
+            error!(
                 "cannot attach to TAP device {}: {e} (it must exist, and this needs \
                  CAP_NET_ADMIN and /dev/net/tun)",
                 args.tap
-            ));
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let fd = device.as_raw_fd();
-    let seed = seed(&args.client_id);
+    let seed = satmqtt_cli::seed(&args.job.client_id);
 
     // The interface: a MAC made from the address (locally administered), a static IPv4.
     let (address, prefix) = args.address;
@@ -471,7 +387,7 @@ fn main() -> ExitCode {
     });
     if let Some(gateway) = args.gateway {
         if let Err(e) = interface.routes_mut().add_default_ipv4_route(gateway) {
-            log.error(format_args!("cannot add the default route: {e:?}"));
+            error!("cannot add the default route: {e:?}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }
@@ -500,9 +416,9 @@ fn main() -> ExitCode {
         0u8;
         satmqtt::tx_len(
             args.max_token_len,
-            args.client_id.len(),
-            args.topic.len(),
-            args.payload_prefix.len(),
+            args.job.client_id.len(),
+            args.job.topic.len(),
+            args.job.payload_prefix.len(),
         )
     ]);
     let mut token_buffer = Zeroizing::new(vec![0u8; args.max_token_len]);
@@ -512,37 +428,24 @@ fn main() -> ExitCode {
         tx: &mut tx,
         token: &mut token_buffer,
     };
-    let tokens = FileToken {
-        path: args.token_file.clone(),
-        max_len: args.max_token_len,
-        reload,
-        log: Log {
-            client_id: args.client_id.clone(),
-            verbose: args.verbose,
-        },
-    };
     let mut driver = match Driver::new(&config, stack, clock, tokens, buffers, seed) {
         Ok(driver) => driver,
         Err(e) => {
-            log.error(format_args!("{e}"));
+            error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
 
-    log.info(format_args!(
+    info!(
         "publishing {prefix}<N> to {topic} on {broker} at QoS {qos}, every {interval} ms, {count}; \
          login {auth}; smoltcp on {tap} as {address}/{len}{gateway}, {pool} TCP socket(s); \
          clock starts at {clock_start} ms; token file {path} ({token_len} bytes, buffers \
          {buffer_len} bytes)",
-        prefix = args.payload_prefix,
-        topic = args.topic,
-        qos = args.qos,
-        interval = args.interval_ms,
-        count = if args.count == 0 {
-            "forever".to_owned()
-        } else {
-            format!("{} messages from {}", args.count, args.start)
-        },
+        prefix = args.job.payload_prefix,
+        topic = args.job.topic,
+        qos = args.job.qos,
+        interval = args.job.interval_ms,
+        count = args.job.count_text(),
         tap = args.tap,
         len = prefix,
         gateway = args
@@ -551,12 +454,11 @@ fn main() -> ExitCode {
             .unwrap_or_default(),
         clock_start = args.clock_start_ms,
         path = args.token_file.display(),
-    ));
+    );
 
     let mut tap = Tap {
         fd,
         stop,
-        log,
         pool,
         auth,
         attempts: 0,
@@ -565,7 +467,7 @@ fn main() -> ExitCode {
     };
     let outcome = satmqtt_smoltcp::run(&mut driver, &mut tap);
     let summary = |how: &str, p: satmqtt::Progress| {
-        tap.log.info(format_args!(
+        info!(
             "{how}: sent {}, acknowledged {}, duplicates {}, rejected {}, next {}; sessions {}, \
              connections {}, re-authentications {}, rotations {}, tokens refused {}; clock now {} \
              ms",
@@ -580,7 +482,7 @@ fn main() -> ExitCode {
             tap.rotations,
             tap.rejected_tokens,
             ticks()
-        ))
+        )
     };
     match outcome {
         Ok(Outcome::Finished(p)) => {
@@ -592,21 +494,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tap.log.error(format_args!("{e}"));
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Jitter and port seed that differs between runs.
-fn seed(client_id: &str) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    client_id
-        .bytes()
-        .fold(now ^ u64::from(std::process::id()), |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
 }

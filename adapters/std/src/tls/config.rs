@@ -177,8 +177,6 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
 mod tests {
     use std::time::Duration;
 
-    use embedded_nal::TcpClientStack;
-
     use super::*;
     use crate::tls::testing::*;
     use crate::tls::TlsStack;
@@ -275,23 +273,15 @@ mod tests {
     fn a_bundle_of_several_cas_is_trusted_whole() {
         let first = Ca::new("first CA");
         let second = Ca::new("second CA");
-        let leaf = second.leaf(&["localhost"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS13], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
+        let (addr, server) = serve_echo(&second, &["localhost"], &rustls::version::TLS13);
         let files = Files::new();
         let cfg = TlsConfig {
             ca_file: Some(files.write("bundle.crt", &format!("{}{}", first.pem, second.pem))),
             ..TlsConfig::new("localhost")
         };
         let mut stack = TlsStack::new(&cfg, Duration::from_secs(5)).expect("stack");
-        let mut socket = connected(&mut stack, addr);
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        let socket = connected(&mut stack, addr);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! decrypted input waiting in rustls ([`Waitable::has_buffered_input`]) and encrypted output the
 //! kernel did not take yet ([`Waitable::wants_write`]).
 //!
-//! The core only learns an error's [`TcpErrorKind`]; the full text of the last failure is kept
-//! in a [`LastError`] handle (see [`TlsStack::error_handle`]) for the program to log.
+//! The core acts on an error's [`TcpErrorKind`]; the driver keeps the whole [`TlsError`] for
+//! the program to log (`Driver::take_stack_error`).
 //!
 //! Left out: certificate revocation (CRLs, OCSP), ALPN, and reloading the CA file while running
 //! (it is read once by [`TlsStack::new`]). Reconnections resume the TLS session when the broker

@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use rustls::{ClientConfig, ClientConnection};
 
 use super::config::{self, TlsConfig};
 use super::error::{TlsError, TlsFailure};
-use crate::net::{io_error_kind, Dial, Dialed, LastError, StdError, Waitable};
+use crate::net::{io_error_kind, shutdown, tcp_fd, would_block, Dial, StdError, Waitable};
 
 /// Most rounds of socket I/O in one call: past it the call returns `WouldBlock` and the
 /// driver's `poll(2)` says when to go on, so no call can spin.
@@ -32,7 +32,6 @@ pub struct TlsStack {
     connect_timeout: Duration,
     trust: String,
     client_cert: bool,
-    last_error: LastError,
 }
 
 impl TlsStack {
@@ -51,20 +50,7 @@ impl TlsStack {
             connect_timeout,
             trust,
             client_cert: cfg.client_cert.is_some(),
-            last_error: LastError::default(),
         })
-    }
-
-    /// The text of the last connection failure, if any since the last take (see
-    /// [`LastError`]).
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.get()
-    }
-
-    /// A handle on the last failure's text that stays valid after the stack is moved into the
-    /// publisher.
-    pub fn error_handle(&self) -> LastError {
-        self.last_error.clone()
     }
 
     /// One line for a start-up log: server name, trust, client certificate.
@@ -81,13 +67,12 @@ impl TlsStack {
         )
     }
 
-    /// Records a connection failure in the shared slot and on the socket.
+    /// Marks the socket failed and returns `e`.
     fn fail<T>(&self, socket: &mut TlsSocket, e: TlsError) -> nb::Result<T, TlsError> {
         // Tell the broker why, when rustls queued an alert; best effort.
         if let (Some(conn), Some(stream)) = (socket.conn.as_mut(), socket.stream.as_mut()) {
             let _ = flush(conn, stream);
         }
-        self.last_error.set(&e);
         socket.state = State::Failed;
         Err(nb::Error::Other(e))
     }
@@ -147,13 +132,6 @@ impl TlsStack {
         }
         Err(nb::Error::WouldBlock)
     }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
 }
 
 fn io_error(op: &'static str, peer: SocketAddr, e: io::Error) -> TlsError {
@@ -217,11 +195,7 @@ impl fmt::Debug for TlsSocket {
 impl TlsSocket {
     /// The TCP stream's file descriptor, for `poll(2)`; `None` before the TCP connect.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        match (&self.stream, &self.dial) {
-            (Some(stream), _) => Some(stream.as_fd()),
-            (None, Some(dial)) => Some(dial.fd()),
-            (None, None) => None,
-        }
+        tcp_fd(self.stream.as_ref(), self.dial.as_ref())
     }
 
     /// Whether the handshake is complete and the connection has not failed.
@@ -293,35 +267,16 @@ impl TcpClientStack for TlsStack {
         }
         let started = match socket.state {
             State::Dialing { started } => started,
-            _ => {
-                self.last_error.clear();
-                Instant::now()
-            }
+            _ => Instant::now(),
         };
         socket.peer = Some(remote);
-        let dialed = match socket.dial.take() {
-            Some(dial) => match dial.poll() {
-                Ok(()) => Ok(dial.into_stream()),
-                Err(nb::Error::WouldBlock) => {
-                    socket.dial = Some(dial);
-                    socket.state = State::Dialing { started };
-                    return Err(nb::Error::WouldBlock);
-                }
-                Err(nb::Error::Other(e)) => Err(e),
-            },
-            None => match Dial::start(remote) {
-                Ok(Dialed::Done(stream)) => Ok(stream),
-                Ok(Dialed::Pending(dial)) => {
-                    socket.dial = Some(dial);
-                    socket.state = State::Dialing { started };
-                    return Err(nb::Error::WouldBlock);
-                }
-                Err(e) => Err(e),
-            },
-        };
-        let stream = match dialed {
+        let stream = match Dial::advance(&mut socket.dial, remote) {
             Ok(stream) => stream,
-            Err(e) => {
+            Err(nb::Error::WouldBlock) => {
+                socket.state = State::Dialing { started };
+                return Err(nb::Error::WouldBlock);
+            }
+            Err(nb::Error::Other(e)) => {
                 let e = TlsError::Io(StdError::new("connect", Some(remote), e));
                 return self.fail(socket, e);
             }
@@ -420,6 +375,9 @@ impl TcpClientStack for TlsStack {
         Err(nb::Error::WouldBlock)
     }
 
+    /// Closes the socket: close_notify first when the session is open. A socket closed in the
+    /// middle of its handshake (the core's connect timeout, or a stop) is closed all the same,
+    /// and the error says so, since the handshake itself reported nothing.
     fn close(&mut self, socket: TlsSocket) -> Result<(), TlsError> {
         let TlsSocket {
             stream,
@@ -431,25 +389,16 @@ impl TcpClientStack for TlsStack {
         let Some(mut stream) = stream else {
             return Ok(());
         };
-        match (state, conn, peer) {
-            // Closed before the handshake finished (the core's connect timeout, or a stop):
-            // say so, the handshake itself reported nothing.
-            (State::Handshaking { started }, _, Some(peer)) => {
-                self.last_error.set(&TlsError::HandshakeTimeout {
-                    peer,
-                    after: started.elapsed(),
-                });
-            }
-            (State::Open, Some(mut conn), _) => {
-                conn.send_close_notify();
-                let _ = flush(&mut conn, &mut stream);
-            }
-            _ => {}
+        if let (State::Open, Some(mut conn)) = (state, conn) {
+            conn.send_close_notify();
+            let _ = flush(&mut conn, &mut stream);
         }
-        match stream.shutdown(Shutdown::Both) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                Err(TlsError::Io(StdError::new("close", peer, e)))
-            }
+        shutdown(&stream, peer).map_err(TlsError::Io)?;
+        match (state, peer) {
+            (State::Handshaking { started }, Some(peer)) => Err(TlsError::HandshakeTimeout {
+                peer,
+                after: started.elapsed(),
+            }),
             _ => Ok(()),
         }
     }
@@ -457,7 +406,7 @@ impl TcpClientStack for TlsStack {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::{Ipv4Addr, Shutdown, TcpListener};
     use std::sync::mpsc;
 
     use embedded_nal::TcpError;
@@ -466,69 +415,45 @@ mod tests {
     use crate::net::wait_socket;
     use crate::tls::testing::*;
 
+    /// A stack trusting a fresh CA, connected to an echoing broker whose certificate (from that
+    /// CA) is for `name`, which is also the server name checked.
+    fn echo_session(
+        name: &str,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (TlsStack, TlsSocket, std::thread::JoinHandle<()>) {
+        let ca = Ca::new("test CA");
+        let (addr, server) = serve_echo(&ca, &[name], version);
+        let mut stack = stack(&Files::new(), &ca, name);
+        let socket = connected(&mut stack, addr);
+        (stack, socket, server)
+    }
+
     #[test]
     fn tls13_carries_bytes_both_ways_and_close_sends_close_notify() {
-        let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["localhost"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS13], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "localhost");
-        let mut socket = connected(&mut stack, addr);
+        let (mut stack, socket, server) = echo_session("localhost", &rustls::version::TLS13);
         assert!(socket.is_connected());
         assert!(socket.fd().is_some());
         assert_eq!(
             socket.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
         );
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
-        assert_eq!(stack.last_error(), None);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
     fn tls12_broker_is_accepted() {
-        let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["localhost"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS12], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "localhost");
-        let mut socket = connected(&mut stack, addr);
+        let (mut stack, socket, server) = echo_session("localhost", &rustls::version::TLS12);
         assert_eq!(
             socket.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_2)
         );
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
     fn ip_address_server_name_is_checked_against_ip_sans() {
-        let ca = Ca::new("test CA");
-        let leaf = ca.leaf(&["127.0.0.1"], Purpose::Server, Validity::Current);
-        let config = server_config(&leaf, &[&rustls::version::TLS13], None);
-        let (addr, server) = serve(config, echo_then_expect_close_notify);
-        let files = Files::new();
-        let mut stack = stack(&files, &ca, "127.0.0.1");
-        let mut socket = connected(&mut stack, addr);
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        let (mut stack, socket, server) = echo_session("127.0.0.1", &rustls::version::TLS13);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
@@ -561,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn closing_during_the_handshake_records_why() {
+    fn closing_during_the_handshake_says_why() {
         let (release, hold) = mpsc::channel::<()>();
         let (addr, server) = serve_raw(move |_tcp| {
             let _ = hold.recv_timeout(PATIENCE);
@@ -577,10 +502,8 @@ mod tests {
             ));
             wait_socket(Some(&socket), Duration::from_millis(50), false, None).expect("poll");
         }
-        assert_eq!(stack.last_error(), None);
         // The core gives up first (its own connect timeout) and closes the socket.
-        stack.close(socket).expect("close");
-        let text = stack.last_error().expect("recorded");
+        let text = stack.close(socket).expect_err("why").to_string();
         assert!(
             text.starts_with(&format!(
                 "TLS handshake with {addr} failed: no answer within "
@@ -613,14 +536,8 @@ mod tests {
         };
         let mut stack = TlsStack::new(&cfg, Duration::from_secs(5)).expect("stack");
         assert!(stack.describe().contains("with a client certificate"));
-        let mut socket = connected(&mut stack, addr);
-        send_all(&mut stack, &mut socket, &CONNECT);
-        assert_eq!(
-            receive(&mut stack, &mut socket, 5, 64).expect("receive"),
-            CONNACK
-        );
-        stack.close(socket).expect("close");
-        server.join().expect("server");
+        let socket = connected(&mut stack, addr);
+        exchange_and_close(&mut stack, socket, server);
     }
 
     #[test]
@@ -778,6 +695,9 @@ mod tests {
             e.to_string().starts_with(&format!("connect to {addr}: ")),
             "{e}"
         );
-        assert_eq!(stack.last_error(), Some(e.to_string()));
+        assert!(
+            matches!(&e, TlsError::Io(io) if io.op() == "connect"),
+            "{e:?}"
+        );
     }
 }

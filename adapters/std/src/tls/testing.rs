@@ -197,6 +197,35 @@ pub(crate) fn echo_then_expect_close_notify(server: &mut Server) {
     assert_eq!(server.read(&mut rest).expect("clean close"), 0);
 }
 
+/// A broker with a certificate for `names` from `ca`, speaking `version` only, that answers
+/// one CONNECT with CONNACK and expects close_notify.
+pub(crate) fn serve_echo(
+    ca: &Ca,
+    names: &[&str],
+    version: &'static SupportedProtocolVersion,
+) -> (SocketAddr, JoinHandle<()>) {
+    let leaf = ca.leaf(names, Purpose::Server, Validity::Current);
+    serve(
+        server_config(&leaf, &[version], None),
+        echo_then_expect_close_notify,
+    )
+}
+
+/// Sends CONNECT, expects CONNACK, closes (close_notify) and waits for the broker's checks.
+pub(crate) fn exchange_and_close(
+    stack: &mut TlsStack,
+    mut socket: TlsSocket,
+    server: JoinHandle<()>,
+) {
+    send_all(stack, &mut socket, &CONNECT);
+    assert_eq!(
+        receive(stack, &mut socket, 5, 64).expect("receive"),
+        CONNACK
+    );
+    stack.close(socket).expect("close");
+    server.join().expect("server");
+}
+
 /// Server script for a handshake the client aborts: the server sees an error, not data.
 pub(crate) fn expect_handshake_failure(server: &mut Server) {
     let mut buf = [0; 1];
