@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Parser;
 
 /// One client's job.
@@ -60,11 +59,10 @@ impl ClientArgs {
         Duration::from_millis(self.interval_ms)
     }
 
-    /// The token, trailing whitespace trimmed (as pod-publisher does).
+    /// The token, read and checked as pod-publisher reads it (the std adapter's `TokenFile`).
     pub fn token(&self) -> anyhow::Result<String> {
-        std::fs::read_to_string(&self.token_file)
-            .map(|t| t.trim_end().to_owned())
-            .with_context(|| format!("reading {}", self.token_file.display()))
+        let token = satmqtt_std::TokenFile::new(&self.token_file).load()?;
+        Ok(token.as_str().to_owned())
     }
 }
 
