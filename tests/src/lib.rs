@@ -44,6 +44,7 @@
 pub mod bed;
 pub mod broker;
 pub mod deploy;
+pub mod expect;
 pub mod fake_broker;
 pub mod image;
 pub mod mqtt;

@@ -15,7 +15,6 @@ use satmqtt_tests::fake_broker::{tamper, ConnectionLog, FakeBroker, Step, Tamper
 use satmqtt_tests::mqtt::{
     auth, connack, disconnect, packet, puback, publish, ConnackProps, Packet, PacketType, Property,
 };
-use satmqtt_tests::wait::wait_until;
 use satmqtt_tests::{
     fake_jwt, Publisher, PublisherBuilder, Sequence, Subscriber, TestBed, TokenDir,
 };
@@ -68,21 +67,6 @@ fn connack_then(bytes: &[u8]) -> Step {
     let mut out = connack_ok();
     out.extend_from_slice(bytes);
     Step::Send(out)
-}
-
-/// Waits until the log contains `needle`; panics with the output otherwise.
-#[track_caller]
-fn wait_for_log(publisher: &Publisher, needle: &str) -> String {
-    wait_until(PROMPT, || {
-        let log = publisher.stderr();
-        log.contains(needle).then_some(log)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the log never said {needle:?} within {PROMPT:?}\n{}",
-            publisher.describe()
-        )
-    })
 }
 
 /// The reason code of the DISCONNECT the client sent on connection `index` (waits for it).
@@ -151,6 +135,12 @@ fn assert_nothing_lost(subscriber: &Subscriber, prefix: &str, count: u64) -> Seq
 }
 
 // ---- broken acknowledgements ----
+
+/// Waits until the log contains `needle`; panics with the output otherwise.
+#[track_caller]
+fn wait_for_log(publisher: &Publisher, needle: &str) -> String {
+    satmqtt_tests::expect::stderr(publisher, needle, PROMPT)
+}
 
 #[test]
 fn puback_for_nothing_in_flight_is_a_protocol_error_and_nothing_is_lost() {

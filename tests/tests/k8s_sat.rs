@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
+use satmqtt_tests::expect::{self, lines_with};
 use satmqtt_tests::fake_broker::{ConnectionLog, FakeBroker, Step, Tamper};
 use satmqtt_tests::mqtt::{self, prop, ConnackProps, Packet, PacketType, Property};
 use satmqtt_tests::plugin::token_tag;
@@ -99,45 +100,6 @@ fn publisher_via(fake: &FakeBroker, tokens: &TokenDir, id: &str) -> PublisherBui
 
 fn upstream(broker: &Broker) -> SocketAddr {
     (std::net::Ipv4Addr::LOCALHOST, broker.port()).into()
-}
-
-/// Waits for a broker log condition, failing with both logs.
-#[track_caller]
-fn wait_log(broker: &Broker, publisher: &Publisher, what: &str, cond: impl Fn(&BrokerLog) -> bool) {
-    assert!(
-        broker.wait_for_log(STEP_TIMEOUT, cond),
-        "{what}: not in the broker log within {STEP_TIMEOUT:?}\n--- broker log ---\n{}\n{}",
-        broker.log(),
-        publisher.describe()
-    );
-}
-
-/// Waits until the subscriber holds at least `n` payloads.
-#[track_caller]
-fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
-    let got = subscriber.wait_for(n, STEP_TIMEOUT).len();
-    assert!(
-        got >= n,
-        "subscriber has {got} of {n} payloads after {STEP_TIMEOUT:?}\n{}",
-        publisher.describe()
-    );
-}
-
-/// Waits until the publisher's log has a line containing `needle`.
-#[track_caller]
-fn wait_stderr(publisher: &Publisher, needle: &str) {
-    let seen = wait_until(STEP_TIMEOUT, || {
-        publisher.stderr().contains(needle).then_some(())
-    });
-    assert!(
-        seen.is_some(),
-        "no `{needle}` in the publisher's log within {STEP_TIMEOUT:?}\n{}",
-        publisher.describe()
-    );
-}
-
-fn lines_with(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// The counters of the last `stopped by signal:` / `finished:` line.
@@ -265,6 +227,24 @@ fn tamper_with(mut change: impl FnMut(&Packet) -> Option<Vec<Vec<u8>>> + Send + 
 
 /// `--auth k8s-sat`: CONNECT carries method K8S-SAT and the token, no user name; the plugin
 /// accepts it and every message arrives.
+/// Waits for a broker log condition, failing with both logs.
+#[track_caller]
+fn wait_log(broker: &Broker, publisher: &Publisher, what: &str, cond: impl Fn(&BrokerLog) -> bool) {
+    expect::broker_log(broker, publisher, what, STEP_TIMEOUT, cond);
+}
+
+/// Waits until the publisher's log has a line containing `needle`.
+#[track_caller]
+fn wait_stderr(publisher: &Publisher, needle: &str) {
+    expect::stderr(publisher, needle, STEP_TIMEOUT);
+}
+
+/// Waits until the subscriber holds at least `n` payloads.
+#[track_caller]
+fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
+    expect::received(subscriber, n, publisher, STEP_TIMEOUT);
+}
+
 #[test]
 fn auth_flag_connects_with_k8s_sat_and_no_user_name() {
     let id = "k8s-connect";

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use nix::sys::signal::Signal;
+use satmqtt_tests::expect::{self, lines_with};
 use satmqtt_tests::{
     assert_no_token_leak, fake_jwt, Broker, BrokerLog, FaultProxy, Faults, Publisher, Sequence,
     Subscriber, TestBed, TokenDir,
@@ -145,38 +146,6 @@ fn assert_no_loss(seq: &Sequence, start: u64, count: u64) -> u64 {
     seq.duplicates
 }
 
-/// Waits until the subscriber holds at least `n` payloads.
-#[track_caller]
-fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
-    let got = subscriber.wait_for(n, STEP_TIMEOUT).len();
-    assert!(
-        got >= n,
-        "subscriber has {got} of {n} payloads after {STEP_TIMEOUT:?}\n{}",
-        publisher.describe()
-    );
-}
-
-/// Waits for a broker log condition, failing with both logs.
-#[track_caller]
-fn wait_log(
-    broker: &Broker,
-    publisher: &Publisher,
-    what: &str,
-    condition: impl Fn(&BrokerLog) -> bool,
-) {
-    assert!(
-        broker.wait_for_log(STEP_TIMEOUT, condition),
-        "{what}: not in the broker log within {STEP_TIMEOUT:?}\n--- broker log ---\n{}\n{}",
-        broker.log(),
-        publisher.describe()
-    );
-}
-
-/// How many lines of `text` contain `needle`.
-fn lines_with(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
-}
-
 /// Most connection attempts a publisher can start within `elapsed` of its start, with the
 /// backoff it documents: the k-th failure (from 0) waits at least half of min(floor · 2^k, cap)
 /// (jitter in [d/2, d]), and the first attempt is at once.
@@ -201,6 +170,18 @@ fn max_attempts(elapsed: Duration, floor_ms: u64, cap_ms: u64) -> u64 {
 /// Three kubelet rotations (symlink swap of `..data`) during a QoS 1 run: each new token is seen
 /// through inotify, the session drains, sends DISCONNECT and the next session uses the new
 /// token; nothing is lost and nothing is sent twice.
+/// Waits for a broker log condition, failing with both logs.
+#[track_caller]
+fn wait_log(broker: &Broker, publisher: &Publisher, what: &str, cond: impl Fn(&BrokerLog) -> bool) {
+    expect::broker_log(broker, publisher, what, STEP_TIMEOUT, cond);
+}
+
+/// Waits until the subscriber holds at least `n` payloads.
+#[track_caller]
+fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
+    expect::received(subscriber, n, publisher, STEP_TIMEOUT);
+}
+
 #[test]
 fn kubelet_rotation_moves_to_the_new_token_without_loss_or_duplicates() {
     const COUNT: u64 = 600;
