@@ -53,3 +53,36 @@ pub fn stderr(publisher: &Publisher, needle: &str, timeout: Duration) -> String 
 pub fn lines_with(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
 }
+
+/// Most connection attempts a publisher can start within `elapsed` of its first, with the backoff
+/// it documents: the k-th failure (from 0) waits at least half of min(floor · 2^k, cap) (jitter in
+/// [d/2, d]), and the first attempt is at once.
+pub fn max_attempts(elapsed: Duration, floor_ms: u64, cap_ms: u64) -> u64 {
+    let elapsed = elapsed.as_millis() as u64;
+    let (mut attempts, mut at) = (1, 0u64);
+    for k in 0..64 {
+        let ceiling = floor_ms.saturating_mul(1 << k.min(40)).min(cap_ms).max(1);
+        at = at.saturating_add(ceiling - ceiling / 2);
+        if at > elapsed {
+            break;
+        }
+        attempts += 1;
+    }
+    attempts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_bound_arithmetic() {
+        let ms = Duration::from_millis;
+        assert_eq!(max_attempts(ms(0), 100, 60_000), 1);
+        assert_eq!(max_attempts(ms(49), 100, 60_000), 1);
+        assert_eq!(max_attempts(ms(50), 100, 60_000), 2);
+        assert_eq!(max_attempts(ms(150), 100, 60_000), 3);
+        assert_eq!(max_attempts(ms(349), 100, 60_000), 3);
+        assert_eq!(max_attempts(ms(350), 100, 200), 5);
+    }
+}

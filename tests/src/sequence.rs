@@ -112,6 +112,23 @@ impl Sequence {
         }
     }
 
+    /// Panics unless every counter of `start .. start + count` arrived, in order, and nothing
+    /// else; returns the duplicates (QoS 1 allows them where a connection died with messages in
+    /// flight).
+    #[track_caller]
+    pub fn assert_no_loss(&self, start: u64, count: u64) -> u64 {
+        let ok = self.unparsable.is_empty()
+            && self.missing_in(start, count).is_empty()
+            && self.outside(start, count).is_empty()
+            && self.out_of_order == 0;
+        assert!(
+            ok,
+            "messages lost or reordered:\n{}",
+            self.report(start, count)
+        );
+        self.duplicates
+    }
+
     /// A multi-line description of how the received payloads differ from the expected range.
     pub fn report(&self, start: u64, count: u64) -> String {
         let p = &self.prefix;

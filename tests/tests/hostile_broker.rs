@@ -134,13 +134,13 @@ fn assert_nothing_lost(subscriber: &Subscriber, prefix: &str, count: u64) -> Seq
     seq
 }
 
-// ---- broken acknowledgements ----
-
 /// Waits until the log contains `needle`; panics with the output otherwise.
 #[track_caller]
 fn wait_for_log(publisher: &Publisher, needle: &str) -> String {
     satmqtt_tests::expect::stderr(publisher, needle, PROMPT)
 }
+
+// ---- broken acknowledgements ----
 
 #[test]
 fn puback_for_nothing_in_flight_is_a_protocol_error_and_nothing_is_lost() {

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use satmqtt_tests::expect::{self, lines_with};
+use satmqtt_tests::expect::{self, lines_with, max_attempts};
 use satmqtt_tests::fake_broker::{ConnectionLog, FakeBroker, Step, Tamper};
 use satmqtt_tests::mqtt::{self, prop, ConnackProps, Packet, PacketType, Property};
 use satmqtt_tests::plugin::token_tag;
@@ -156,28 +156,7 @@ fn stop(publisher: &mut Publisher, within: Duration) -> (Summary, Duration) {
 fn assert_no_gaps(subscriber: &Subscriber, next: u64) -> u64 {
     let payloads = subscriber.sync(SYNC_TIMEOUT);
     let seq = Sequence::parse(PREFIX, &payloads);
-    let ok = seq.unparsable.is_empty()
-        && seq.missing_in(0, next).is_empty()
-        && seq.outside(0, next).is_empty()
-        && seq.out_of_order == 0;
-    assert!(ok, "messages lost or reordered:\n{}", seq.report(0, next));
-    seq.duplicates
-}
-
-/// Most connection attempts possible within `elapsed` of the first with the documented backoff
-/// (the k-th failure waits at least half of min(floor · 2^k, cap)).
-fn max_attempts(elapsed: Duration, floor_ms: u64, cap_ms: u64) -> usize {
-    let elapsed = elapsed.as_millis() as u64;
-    let (mut attempts, mut at) = (1, 0u64);
-    for k in 0..64 {
-        let ceiling = floor_ms.saturating_mul(1 << k.min(40)).min(cap_ms).max(1);
-        at = at.saturating_add(ceiling - ceiling / 2);
-        if at > elapsed {
-            break;
-        }
-        attempts += 1;
-    }
-    attempts
+    seq.assert_no_loss(0, next)
 }
 
 /// The properties of a CONNECT (after its 10-byte MQTT v5 variable header) or an AUTH.
@@ -221,12 +200,6 @@ fn tamper_with(mut change: impl FnMut(&Packet) -> Option<Vec<Vec<u8>>> + Send + 
     Box::new(move |p: &Packet| change(p).unwrap_or_else(|| vec![p.raw.clone()]))
 }
 
-// ---------------------------------------------------------------------------------------------
-// 1. Connect with K8S-SAT
-// ---------------------------------------------------------------------------------------------
-
-/// `--auth k8s-sat`: CONNECT carries method K8S-SAT and the token, no user name; the plugin
-/// accepts it and every message arrives.
 /// Waits for a broker log condition, failing with both logs.
 #[track_caller]
 fn wait_log(broker: &Broker, publisher: &Publisher, what: &str, cond: impl Fn(&BrokerLog) -> bool) {
@@ -245,6 +218,12 @@ fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
     expect::received(subscriber, n, publisher, STEP_TIMEOUT);
 }
 
+// ---------------------------------------------------------------------------------------------
+// 1. Connect with K8S-SAT
+// ---------------------------------------------------------------------------------------------
+
+/// `--auth k8s-sat`: CONNECT carries method K8S-SAT and the token, no user name; the plugin
+/// accepts it and every message arrives.
 #[test]
 fn auth_flag_connects_with_k8s_sat_and_no_user_name() {
     let id = "k8s-connect";
@@ -633,7 +612,7 @@ fn wrong_token_at_connect_is_retried_with_bounded_backoff() {
     let count = refused(&bed.broker.events());
     let bound = max_attempts(publisher.started().elapsed(), 100, 60_000);
     assert!(
-        count <= bound,
+        count as u64 <= bound,
         "{count} refusals, the backoff allows {bound}\n{}",
         bed.broker.log()
     );
@@ -812,7 +791,7 @@ fn auth_challenge_at_connect_is_reported_and_retried_with_backoff() {
     let attempts = fake.connection_count();
     publisher.kill();
     assert!(
-        attempts <= max_attempts(elapsed, 100, 400) + 1,
+        attempts as u64 <= max_attempts(elapsed, 100, 400) + 1,
         "{attempts} attempts in {elapsed:?}"
     );
     for conn in fake.connections() {
@@ -1011,12 +990,4 @@ fn silent_close_at_exp_reconnects_with_the_new_token_without_gaps() {
     assert_eq!(fake.connection_count(), 2);
     let d = bed.broker.events().k8s_sat_decisions();
     assert!(d.iter().all(|d| d.accepted), "{d:?}");
-}
-
-#[test]
-fn backoff_bound_arithmetic() {
-    let ms = Duration::from_millis;
-    assert_eq!(max_attempts(ms(0), 100, 60_000), 1);
-    assert_eq!(max_attempts(ms(50), 100, 60_000), 2);
-    assert_eq!(max_attempts(ms(350), 100, 200), 5);
 }

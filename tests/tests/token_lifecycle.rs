@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use nix::sys::signal::Signal;
-use satmqtt_tests::expect::{self, lines_with};
+use satmqtt_tests::expect::{self, lines_with, max_attempts};
 use satmqtt_tests::{
     assert_no_token_leak, fake_jwt, Broker, BrokerLog, FaultProxy, Faults, Publisher, Sequence,
     Subscriber, TestBed, TokenDir,
@@ -130,46 +130,6 @@ fn last_line_summary(publisher: &Publisher, what: &str) -> Summary {
     summary(publisher, what)
 }
 
-/// Every counter of `start .. start + count` arrived, in order, nothing else; duplicates (a
-/// QoS 1 message resent after a connection died) are allowed and returned.
-#[track_caller]
-fn assert_no_loss(seq: &Sequence, start: u64, count: u64) -> u64 {
-    let ok = seq.unparsable.is_empty()
-        && seq.missing_in(start, count).is_empty()
-        && seq.outside(start, count).is_empty()
-        && seq.out_of_order == 0;
-    assert!(
-        ok,
-        "messages lost or reordered:\n{}",
-        seq.report(start, count)
-    );
-    seq.duplicates
-}
-
-/// Most connection attempts a publisher can start within `elapsed` of its start, with the
-/// backoff it documents: the k-th failure (from 0) waits at least half of min(floor · 2^k, cap)
-/// (jitter in [d/2, d]), and the first attempt is at once.
-fn max_attempts(elapsed: Duration, floor_ms: u64, cap_ms: u64) -> u64 {
-    let elapsed = elapsed.as_millis() as u64;
-    let (mut attempts, mut at) = (1, 0u64);
-    for k in 0..64 {
-        let ceiling = floor_ms.saturating_mul(1 << k.min(40)).min(cap_ms).max(1);
-        at = at.saturating_add(ceiling - ceiling / 2);
-        if at > elapsed {
-            break;
-        }
-        attempts += 1;
-    }
-    attempts
-}
-
-// ---------------------------------------------------------------------------------------------
-// 1. Kubelet-style rotation
-// ---------------------------------------------------------------------------------------------
-
-/// Three kubelet rotations (symlink swap of `..data`) during a QoS 1 run: each new token is seen
-/// through inotify, the session drains, sends DISCONNECT and the next session uses the new
-/// token; nothing is lost and nothing is sent twice.
 /// Waits for a broker log condition, failing with both logs.
 #[track_caller]
 fn wait_log(broker: &Broker, publisher: &Publisher, what: &str, cond: impl Fn(&BrokerLog) -> bool) {
@@ -182,6 +142,13 @@ fn wait_received(subscriber: &Subscriber, n: usize, publisher: &Publisher) {
     expect::received(subscriber, n, publisher, STEP_TIMEOUT);
 }
 
+// ---------------------------------------------------------------------------------------------
+// 1. Kubelet-style rotation
+// ---------------------------------------------------------------------------------------------
+
+/// Three kubelet rotations (symlink swap of `..data`) during a QoS 1 run: each new token is seen
+/// through inotify, the session drains, sends DISCONNECT and the next session uses the new
+/// token; nothing is lost and nothing is sent twice.
 #[test]
 fn kubelet_rotation_moves_to_the_new_token_without_loss_or_duplicates() {
     const COUNT: u64 = 600;
@@ -311,7 +278,7 @@ fn broker_revoking_the_token_loses_nothing() {
     let done = last_line_summary(&publisher, "finished:");
     let payloads = subscriber.sync(SYNC_TIMEOUT);
     let seq = Sequence::parse(PREFIX, &payloads);
-    let duplicates = assert_no_loss(&seq, 0, COUNT);
+    let duplicates = seq.assert_no_loss(0, COUNT);
     assert!(
         duplicates <= done.duplicates,
         "subscriber saw {duplicates} duplicates, publisher resent only {}",
@@ -574,7 +541,7 @@ fn connections_cut_at_random_offsets_lose_nothing_at_qos1() {
     let done = last_line_summary(&publisher, "finished:");
     let payloads = subscriber.sync(SYNC_TIMEOUT);
     let seq = Sequence::parse(PREFIX, &payloads);
-    let duplicates = assert_no_loss(&seq, 0, COUNT);
+    let duplicates = seq.assert_no_loss(0, COUNT);
     assert!(
         duplicates <= done.duplicates,
         "subscriber saw {duplicates} duplicates but the publisher resent only {} (seed {})",
@@ -642,7 +609,7 @@ fn broker_restart_with_persistence_loses_nothing_at_qos1() {
     );
     let payloads = subscriber.sync(SYNC_TIMEOUT);
     let seq = Sequence::parse(PREFIX, &payloads);
-    let duplicates = assert_no_loss(&seq, 0, COUNT);
+    let duplicates = seq.assert_no_loss(0, COUNT);
     assert_eq!(done.next, COUNT);
 
     let log = broker.events();
@@ -788,18 +755,4 @@ fn sigterm_drains_disconnects_and_exits_zero() {
     let payloads = subscriber.sync(SYNC_TIMEOUT);
     Sequence::parse(PREFIX, &payloads).assert_contiguous(0, stopped.sent);
     assert_eq!(bed.broker.events().connects(id).len(), 1);
-}
-
-/// `max_attempts` itself: 0 ms allows only the first attempt; floor 100 ms allows a second one
-/// after 50 ms, a third after 50 + 100, and so on.
-#[test]
-fn backoff_bound_arithmetic() {
-    let ms = Duration::from_millis;
-    assert_eq!(max_attempts(ms(0), 100, 60_000), 1);
-    assert_eq!(max_attempts(ms(49), 100, 60_000), 1);
-    assert_eq!(max_attempts(ms(50), 100, 60_000), 2);
-    assert_eq!(max_attempts(ms(150), 100, 60_000), 3);
-    assert_eq!(max_attempts(ms(349), 100, 60_000), 3);
-    // The cap: 100, 200 then 200 every time -> minimum 50, 100, 100, ...
-    assert_eq!(max_attempts(ms(350), 100, 200), 5);
 }

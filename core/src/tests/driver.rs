@@ -649,11 +649,7 @@ fn a_token_expiring_while_its_reauthentication_is_pending_moves_to_a_new_connect
         b"tok1",
         &mut mem,
     );
-    {
-        let mut s = t.tokens.0.borrow_mut();
-        s.exp = Some(10_000);
-        s.unix = Some(9_000);
-    }
+    t.tokens.times(10_000, 9_000);
     t.broker.auth_answer = None; // the broker never answers the re-authentication
     t.run(20, 100, |t| t.d.progress().acked_next >= 3);
     t.tokens.rotate(b"tok2", Some(20_000));
@@ -1001,11 +997,7 @@ fn an_expiring_token_with_its_reauthentication_pending_does_not_spin_and_still_m
         b"tok1",
         &mut mem,
     );
-    {
-        let mut s = t.tokens.0.borrow_mut();
-        s.exp = Some(10_000);
-        s.unix = Some(9_000);
-    }
+    t.tokens.times(10_000, 9_000);
     t.broker.ack = false;
     t.broker.auth_answer = None;
     t.run(10, 0, |t| t.d.progress().next == 2);

@@ -186,6 +186,13 @@ impl MockTokens {
         t
     }
 
+    /// The token in the source expires at `exp`; the wall clock reads `unix` (Unix seconds).
+    pub fn times(&self, exp: u64, unix: u64) {
+        let mut s = self.0.borrow_mut();
+        s.exp = Some(exp);
+        s.unix = Some(unix);
+    }
+
     /// A new token appears and the watcher says so.
     pub fn rotate(&self, token: &[u8], exp: Option<u64>) {
         let mut s = self.0.borrow_mut();
